@@ -43,6 +43,7 @@ class Config:
     epochs: int = 6
     batch_size: int = 16
     lr: float = 1e-3
+    optimizer: str = "rmsprop"  # rmsprop (the paper) | adam
     lr_steps: tuple[int, ...] = ()  # epochs at which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
     seed: int = 0
@@ -95,6 +96,8 @@ class Config:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ConfigError(f"optimizer: expected rmsprop or adam, got {self.optimizer!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
 

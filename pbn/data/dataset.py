@@ -1,0 +1,138 @@
+"""From a data source (records + image loader) to training tensors; the source of each dataset.
+
+The model always predicts the 16 MPII joints; LSP records are placed into that order (pelvis and
+thorax missing) and scored with LSP's PCK@0.2 by the source's `score` function.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pbn.data import readers, transforms
+from pbn.data.records import DataError, PoseRecord
+from pbn.heatmaps import HeatmapCodec
+from pbn.skeleton import LSP_TO_MPII, MISSING, MPII_FLIP_PAIRS, NUM_JOINTS
+
+MEAN = np.array([0.406, 0.456, 0.485], dtype=np.float32) * 255  # BGR (OpenCV order)
+STD = np.array([0.225, 0.224, 0.229], dtype=np.float32) * 255
+
+
+@dataclass
+class Source:
+    """One split of a dataset: records in the model's 16-joint order and how to load their images."""
+
+    name: str  # "synthetic" | "mpii" | "lsp": also the scoring protocol
+    records: list[PoseRecord]
+    load_image: Callable[[int], np.ndarray]  # index -> BGR uint8 image
+    original: list[PoseRecord] | None = None  # LSP: the 14-joint records, for scoring
+
+
+def _file_loader(records: list[PoseRecord]) -> Callable[[int], np.ndarray]:
+    def load(i: int) -> np.ndarray:
+        img = cv2.imread(records[i].image, cv2.IMREAD_COLOR)
+        if img is None:
+            raise DataError(f"{records[i].image}: cannot read or decode the image")
+        return img
+
+    return load
+
+
+def _lsp_to_mpii(r: PoseRecord) -> PoseRecord:
+    joints = np.zeros((NUM_JOINTS, 3), np.float32)
+    joints[:, 2] = MISSING
+    joints[list(LSP_TO_MPII)] = r.joints
+    return PoseRecord(r.image, joints, r.centre, r.scale, r.head_size)
+
+
+def load_source(cfg, split: str) -> Source:
+    """split: "train" or "valid". Checks what can be checked before training starts: the data root,
+    a non-empty split, every image file present, the first image decodable."""
+    if cfg.data == "synthetic":
+        from pbn.data.synthetic import SyntheticPoses
+
+        n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
+        syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n)
+        return Source("synthetic", _limit(syn.records, cfg, split), syn.load_image)
+    root = Path(cfg.data_root)
+    if not root.is_dir():
+        raise DataError(f"data_root {root}: directory not found")
+    if cfg.data == "mpii":
+        records, original = readers.mpii_split(root, split), None
+    else:
+        original = readers.lsp_split_records(root, "train" if split == "train" else "test")
+        records = [_lsp_to_mpii(r) for r in original]
+    records = _limit(records, cfg, split)
+    if original is not None:
+        original = original[: len(records)]
+    if not records:
+        raise DataError(f"{cfg.data} {split} split under {root} is empty")
+    absent = [r.image for r in records if not os.path.isfile(r.image)]
+    if absent:
+        raise DataError(f"{len(absent)} image(s) of the {cfg.data} {split} split not found, e.g. {absent[0]}")
+    source = Source(cfg.data, records, _file_loader(records), original)
+    source.load_image(0)
+    return source
+
+
+def _limit(records, cfg, split):
+    limit = cfg.train_limit if split == "train" else cfg.val_limit
+    return records[:limit] if limit else records
+
+
+class PoseDataset(Dataset):
+    """Crops, augments (train) and encodes targets. Items: image [3, S, S] float, target [16, S/4, S/4],
+    weight [16], matrix [2, 3] (original -> crop, for mapping predictions back), index."""
+
+    def __init__(self, source: Source, cfg, train: bool):
+        self.source, self.cfg, self.train = source, cfg, train
+        self.codec = HeatmapCodec(cfg.input_size, cfg.sigma)
+        self._cache: dict[int, tuple] = {}  # validation crops are identical every epoch: keep them
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def _crop(self, i: int, epoch: int):
+        r, cfg = self.source.records[i], self.cfg
+        s, rot, flip = 1.0, 0.0, False
+        rng = None
+        if self.train:  # a pure function of (seed, epoch, index): identical with any number of workers
+            rng = np.random.default_rng([cfg.seed, epoch, i])
+            s, rot, flip = transforms.sample_augmentation(rng, cfg.scale_factor, cfg.rotation, cfg.flip)
+        m = transforms.crop_matrix(r.centre, r.scale * s, rot, cfg.input_size, flip)
+        img = transforms.warp(self.source.load_image(i), m, cfg.input_size)
+        joints = r.joints.copy()
+        joints[:, :2] = transforms.apply_affine(joints[:, :2], m)
+        if flip:
+            joints = transforms.flip_joints(joints, MPII_FLIP_PAIRS)
+        if rng is not None:
+            img = transforms.color_jitter(img, rng, cfg.color_jitter)
+        return img, joints, m
+
+    def __getitem__(self, i: int):
+        return self.item(i, 0)
+
+    def item(self, i: int, epoch: int):
+        """Sample i with the augmentation of `epoch` (train); validation ignores the epoch."""
+        if not self.train and i in self._cache:
+            img, joints, m = self._cache[i]
+        else:
+            img, joints, m = self._crop(i, epoch)
+            if not self.train:
+                self._cache[i] = (img, joints, m)
+        target, weight = self.codec.encode(joints)
+        x = ((img.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(x)),
+            "target": torch.from_numpy(target),
+            "weight": torch.from_numpy(weight),
+            "matrix": torch.from_numpy(m.astype(np.float64)),
+            "index": i,
+        }

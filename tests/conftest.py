@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MPII = SHARED / "mpii"
+VALID = MPII / "valid_subset"
+SAMPLES = SHARED / "samples" / "mpii"
+LSP_JSON = SHARED / "lsp" / "lsp_train_half_im0001-im1000.json"
+KAGGLE_CSV = MPII / "mpii_train_kaggle_one_person_per_image.csv"
+
+# A model/data size that trains in seconds on one CPU core.
+TINY = dict(input_size=64, channels=32, hg_depth=2, stacks=2, width=16, depth=1, batch_size=8,
+            synthetic_train=48, synthetic_val=16, epochs=2, threads=1, lr=1e-3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_data_present():
+    if not SHARED.is_dir():
+        raise RuntimeError(f"{SHARED} not found: the tests need ../shared beside the project")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PBN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
