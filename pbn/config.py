@@ -36,14 +36,14 @@ class Config:
     width: int = 64  # W: branch width
     depth: int = 1  # D: residual blocks per branch (0 = none)
     stacks: int = 2
-    input_size: int = 128
+    input_size: int = 64
     channels: int = 64
-    hg_depth: int = 3  # pooling levels of each hourglass
+    hg_depth: int = 2  # pooling levels of each hourglass
     # optimization
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 16
     lr: float = 1e-3
-    optimizer: str = "rmsprop"  # rmsprop (the paper) | adam
+    optimizer: str = "adam"  # rmsprop (the paper preset) | adam (small preset: learns in fewer steps)
     lr_steps: tuple[int, ...] = ()  # epochs at which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
     seed: int = 0
@@ -112,13 +112,14 @@ class Config:
 
 # Presets: "paper" is section 4.1 of the paper; "small" learns something real in minutes on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
+    # 64x64 input: ~120 img/s on 2 cores, PCKh 25% after 8 epochs of 1024 synthetic images (~75 s).
     "small": dict(
-        input_size=128, channels=64, hg_depth=3, stacks=2, epochs=6, batch_size=16, lr=1e-3,
-        lr_steps=(), synthetic_train=1024, synthetic_val=256,
+        input_size=64, channels=64, hg_depth=2, stacks=2, epochs=8, batch_size=16, lr=1e-3,
+        optimizer="adam", lr_steps=(), synthetic_train=1024, synthetic_val=256,
     ),
     "paper": dict(
         input_size=256, channels=256, hg_depth=4, stacks=8, epochs=250, batch_size=16, lr=2.5e-4,
-        lr_steps=(170, 220), synthetic_train=22246, synthetic_val=2958,
+        optimizer="rmsprop", lr_steps=(170, 220), synthetic_train=22246, synthetic_val=2958,
     ),
 }  # fmt: skip
 

@@ -28,7 +28,7 @@ from pbn.data.dataset import PoseDataset, Source, load_source
 from pbn.data.records import DataError
 from pbn.data.transforms import apply_affine, invert_affine
 from pbn.evaluate import lsp_pck, mpii_pckh
-from pbn.groups import cached_records_mi, resolve_groups
+from pbn.groups import cached_records_mi, group_names, resolve_groups
 from pbn.heatmaps import HeatmapCodec
 from pbn.model import StackedPBN, build_model
 from pbn.skeleton import LSP_TO_MPII, MPII_FLIP_PAIRS
@@ -65,6 +65,11 @@ def groups_for(cfg: Config, train: Source) -> list[tuple[int, ...]]:
     if cfg.grouping != "mi":
         return resolve_groups(cfg.grouping)
     return resolve_groups("mi", cfg.clusters, mi=cached_records_mi(train.records), seed=cfg.seed)
+
+
+def group_label(groups) -> str:
+    """Readable groups, e.g. 'r_ankle,r_knee | l_knee,l_ankle | ...'."""
+    return " | ".join(",".join(names) for names in group_names(groups))
 
 
 class EpochSampler(Sampler):
@@ -207,7 +212,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model: StackedPBN = build_model(cfg, groups_for(cfg, train_src)).to(device)
+    groups = groups_for(cfg, train_src)
+    model: StackedPBN = build_model(cfg, groups).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt_class = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[cfg.optimizer]
@@ -242,7 +248,7 @@ def fit(
             sampler.epoch = epoch
             t0 = time.perf_counter()
             bar = _bar(show, len(loader) * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}")
-            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "groups": group_label(groups)}
             metrics.update(train_one_epoch(model, loader, optimizer, device, epoch + 1, amp, channels_last, bar))
             if bar is not None:
                 bar.close()

@@ -1,0 +1,1 @@
+"""The sweep: Ray Tune + Optuna + ASHA over stacked-PBN configurations. The only package that imports Ray."""

@@ -1,0 +1,36 @@
+"""Driver-side Tune callback that keeps results/<sweep>.parquet current (one atomic rewrite per result)."""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+
+from search.results import ResultsTable
+
+
+class ParquetCallback(Callback):
+    def __init__(self, path: str, sweep: str, max_epochs: int):
+        self.path, self.sweep, self.max_epochs = path, sweep, max_epochs
+        self.table: ResultsTable | None = None
+
+    def setup(self, **info):
+        # Loaded here, not in __init__: after Tuner.restore this object comes back from a pickle made
+        # when the sweep started, while the file on disk holds everything reported since.
+        self.table = ResultsTable(self.path, self.sweep, self.max_epochs)
+
+    def _table(self) -> ResultsTable:
+        if self.table is None:
+            self.setup()
+        return self.table
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" in result and "resolved_config" in result:
+            self._table().add(trial.trial_id, result, trial.run_metadata.num_failures)
+            self.table.write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._table().end(trial.trial_id, "TERMINATED", trial.run_metadata.num_failures)
+        self.table.write()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._table().end(trial.trial_id, "ERROR", trial.run_metadata.num_failures)
+        self.table.write()

@@ -1,0 +1,80 @@
+"""The Parquet contract: one row per (trial, epoch), rewritten atomically, never duplicated.
+
+`pandas.read_parquet("results/<sweep>.parquet")` works during and after a sweep; the schema is fixed
+here (and documented in the README) so `pandas.concat` works across sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+METRIC_COLUMNS = ("pckh", "pckh_visible", "pckh_occluded", "pckh_head", "pckh_shoulder", "pckh_elbow",
+                  "pckh_wrist", "pckh_hip", "pckh_knee", "pckh_ankle", "pckh_0_1", "pckh_auc", "train_loss",
+                  "val_loss", "epoch_seconds", "train_seconds", "val_seconds", "images_per_second", "lr")  # fmt: skip
+SCHEMA = {
+    "sweep": "string", "trial_id": "string", "epoch": "int64", "status": "string", "stopped_early": "boolean",
+    "grouping": "string", "clusters": "Int64", "width": "int64", "depth": "int64", "stacks": "int64",
+    "groups": "string", **{c: "float64" for c in METRIC_COLUMNS}, "node": "string", "git_commit": "string",
+    "num_failures": "int64", "reported_at": "float64", "config": "string",
+}  # fmt: skip
+
+
+class ResultsTable:
+    def __init__(self, path: str | os.PathLike, sweep: str, max_epochs: int):
+        self.path, self.sweep, self.max_epochs = Path(path), sweep, max_epochs
+        self.rows: dict[tuple[str, int], dict] = {}
+        self.trial_status: dict[str, tuple[str, int]] = {}
+        if self.path.exists():
+            for row in pd.read_parquet(self.path).to_dict("records"):
+                self.rows[(row["trial_id"], int(row["epoch"]))] = row
+                self.trial_status[row["trial_id"]] = (row["status"], int(row["num_failures"]))
+
+    def add(self, trial_id: str, result: dict, num_failures: int = 0) -> None:
+        """A reported epoch. A re-reported epoch (trial resumed from an older checkpoint) replaces the row."""
+        cfg = json.loads(result["resolved_config"])
+        row = {"sweep": self.sweep, "trial_id": trial_id, "epoch": int(result["epoch"]), "status": "RUNNING",
+               "stopped_early": False, "grouping": cfg["grouping"], "clusters": cfg["clusters"],
+               "width": cfg["width"], "depth": cfg["depth"], "stacks": cfg["stacks"], "groups": result["groups"],
+               "node": result.get("node", ""), "git_commit": result.get("git_commit", ""),
+               "num_failures": num_failures, "reported_at": time.time(), "config": result["resolved_config"]}  # fmt: skip
+        row.update({c: float(result[c]) for c in METRIC_COLUMNS if c in result})
+        self.rows[(trial_id, row["epoch"])] = row
+        self.trial_status.setdefault(trial_id, ("RUNNING", num_failures))
+
+    def end(self, trial_id: str, status: str, num_failures: int = 0) -> None:
+        self.trial_status[trial_id] = (status, num_failures)
+
+    def frame(self) -> pd.DataFrame:
+        last = {}
+        for (tid, ep) in self.rows:
+            last[tid] = max(ep, last.get(tid, 0))
+        records = []
+        for (tid, ep), row in sorted(self.rows.items(), key=lambda kv: (kv[1]["reported_at"], kv[0])):
+            status, failures = self.trial_status.get(tid, ("RUNNING", 0))
+            records.append({**row, "status": status, "num_failures": failures,
+                            "stopped_early": status == "TERMINATED" and last[tid] < self.max_epochs})  # fmt: skip
+        df = pd.DataFrame.from_records(records, columns=list(SCHEMA))
+        return df.astype(SCHEMA)
+
+    def write(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.frame().to_parquet(tmp, index=False)
+        os.replace(tmp, self.path)
+        return self.path
+
+    def asha_history(self, metric: str) -> list[tuple[str, int, float]]:
+        """(trial_id, epoch, value) in the order they were reported: ASHA's rung history."""
+        rows = sorted(self.rows.values(), key=lambda r: r["reported_at"])
+        return [(r["trial_id"], int(r["epoch"]), float(r[metric])) for r in rows]
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The last reported epoch of every trial, best first."""
+    last = df.sort_values("epoch").groupby("trial_id", as_index=False).tail(1)
+    return last.sort_values("pckh", ascending=False, na_position="last").reset_index(drop=True)

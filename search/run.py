@@ -1,0 +1,185 @@
+"""Run (or resume) a sweep: `python search/run.py --space search/spaces/branches.py`.
+
+Loads and checks the space file before Ray starts, builds an OptunaSearch (define-by-run) and an ASHA
+scheduler keyed on the reported `epoch`, runs the trials, and keeps results/<name>.parquet current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pbn.config import ConfigError, resolve
+from search.results import ResultsTable, final_rows
+from search.space import SpaceError, load_space
+
+# Snapshot the experiment state every second: a SIGKILLed driver then loses at most ~1 s of it, and
+# in-flight trials resume from their last checkpoint instead of epoch 0 (see docs/ray-tune.md).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+SEARCHED = ("grouping", "clusters", "width", "depth")
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or resume as asked."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__.splitlines()[0])
+    p.add_argument("--space", required=True, help="search-space file, e.g. search/spaces/branches.py")
+    p.add_argument("--name", help="sweep name (default: the space file's name)")
+    p.add_argument("--num-samples", type=int, help="trials in all (default: the space's NUM_SAMPLES)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
+    p.add_argument("--data", choices=("synthetic", "mpii", "lsp"), default="synthetic")
+    p.add_argument("--data-root", help="root holding mpii/ or lsp/ (README, 'Data layout')")
+    p.add_argument("--preset", choices=("small", "paper"), help="model/optimizer preset (default: the space's)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share one GPU")
+    p.add_argument("--concurrency", type=int, help="trials at once (default: as resources allow)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="join a running Ray cluster")
+    p.add_argument("--storage", help="URI or shared path for trial checkpoints and sweep state "
+                   "(default: <results>/tune)")  # fmt: skip
+    p.add_argument("--results", default="results", help="directory of <name>.parquet")
+    p.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one fixed config value, e.g. --set synthetic_train=64 (JSON values)")  # fmt: skip
+    return p
+
+
+def _fixed_config(space, args) -> dict:
+    fixed = dict(space.FIXED)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            fixed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fixed[key] = value
+    fixed.update(data=args.data, data_root=args.data_root, epochs=args.max_epochs or space.MAX_EPOCHS)
+    if args.preset:
+        fixed["preset"] = args.preset
+    fixed["threads"] = max(1, int(args.cpus_per_trial))
+    cfg = resolve({**fixed, "grouping": "shared"}).to_dict()
+    return {k: v for k, v in cfg.items() if k not in SEARCHED}
+
+
+def _sweep_paths(args, name: str):
+    results = Path(args.results).resolve()
+    storage = args.storage or str(results / "tune")
+    return results / f"{name}.parquet", results / f"{name}.sweep.json", storage
+
+
+def _check_resources(cpus: float, gpus: float) -> None:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if not any(n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in nodes):
+        have = [(n["NodeManagerAddress"], n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes]
+        raise SweepError(f"no node can ever run a trial with {cpus} CPU and {gpus} GPU; nodes (address, CPU, GPU):"
+                         f" {have}")  # fmt: skip
+
+
+def run(args) -> Path:
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from search.callbacks import ParquetCallback
+    from search.trainable import train_trial
+    from search.tune_ext import PruneAwareOptuna, ReplayASHA
+
+    space = load_space(args.space)
+    name = args.name or space.path.stem
+    parquet, state_path, storage = _sweep_paths(args, name)
+    exp_dir = os.path.join(storage, name)
+    if args.resume:
+        if not state_path.exists():
+            raise SweepError(f"no sweep named {name!r} to resume ({state_path} not found)")
+        state = json.loads(state_path.read_text())
+        if state["space_digest"] != space.digest:
+            raise SweepError(f"{args.space} changed since sweep {name!r} started: a changed space is a new sweep "
+                             "(use another --name)")  # fmt: skip
+        num_samples, fixed = state["num_samples"], state["fixed"]
+    else:
+        if state_path.exists() or parquet.exists():
+            raise SweepError(f"sweep {name!r} already exists ({state_path}); pass --resume to continue it, "
+                             "or --name for a new sweep")  # fmt: skip
+        num_samples, fixed = args.num_samples or space.NUM_SAMPLES, _fixed_config(space, args)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"name": name, "space": str(space.path), "space_digest": space.digest, "num_samples": num_samples,
+                 "fixed": fixed, "storage": storage, "created": time.time(), "argv": sys.argv[1:]}  # fmt: skip
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, state_path)
+    max_epochs = fixed["epochs"]
+
+    import ray
+
+    t0 = time.time()
+    ray.init(address=args.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
+    _check_resources(args.cpus_per_trial, args.gpus_per_trial)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed),
+                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})  # fmt: skip
+    snapshot = glob.glob(os.path.join(exp_dir, "experiment_state-*.json")) if "://" not in storage else [exp_dir]
+    if args.resume and snapshot and Tuner.can_restore(exp_dir):
+        print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
+        tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = PruneAwareOptuna(space=space.space, metric=space.METRIC, mode=space.MODE, seed=args.seed,
+                                    points_to_evaluate=list(getattr(space, "INITIAL", [])), max_epochs=max_epochs)  # fmt: skip
+        scheduler = ReplayASHA(str(parquet), time_attr="epoch", max_t=max_epochs, grace_period=space.GRACE_PERIOD,
+                               reduction_factor=space.REDUCTION_FACTOR)  # fmt: skip
+        tuner = Tuner(
+            trainable,
+            tune_config=TuneConfig(metric=space.METRIC, mode=space.MODE, search_alg=searcher, scheduler=scheduler,
+                                   num_samples=num_samples, max_concurrent_trials=args.concurrency),  # fmt: skip
+            run_config=RunConfig(
+                name=name, storage_path=storage, verbose=1,
+                callbacks=[ParquetCallback(str(parquet), name, max_epochs)],
+                failure_config=FailureConfig(max_failures=3),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),  # fmt: skip
+        )
+    grid = tuner.fit()
+    table = ResultsTable(parquet, name, max_epochs)
+    for result in grid:  # the authoritative final status of every trial
+        tid = result.metrics.get("trial_id") if result.metrics else None
+        if tid and tid in table.trial_status:
+            table.end(tid, "ERROR" if result.error else "TERMINATED", table.trial_status[tid][1])
+    table.write()
+    _print_summary(table, parquet, time.time() - t0, max_epochs)
+    return parquet
+
+
+def _print_summary(table: ResultsTable, parquet: Path, seconds: float, max_epochs: int) -> None:
+    df = table.frame()
+    last = final_rows(df)
+    print(f"\nSweep {table.sweep!r}: {len(last)} trials, {len(df)} epoch rows, {seconds:.0f} s wall")
+    print(f"{'rank':>4} {'grouping':<9} {'k':>2} {'W':>4} {'D':>2} {'PCKh':>6} {'occl.':>6} {'epochs':>6}  status")
+    for i, r in last.iterrows():
+        k = "" if r["clusters"] is None or str(r["clusters"]) == "<NA>" else int(r["clusters"])
+        state = "stopped early" if r["stopped_early"] else str(r["status"]).lower()
+        print(f"{i + 1:>4} {r['grouping']:<9} {k!s:>2} {r['width']:>4} {r['depth']:>2} {r['pckh']:6.2f} "
+              f"{r['pckh_occluded']:6.2f} {r['epoch']:>3}/{max_epochs:<2}  {state}")  # fmt: skip
+    print(f"\nresults: {parquet}\n  pandas.read_parquet({str(parquet)!r})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (SpaceError, SweepError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: resume with the same command plus --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
