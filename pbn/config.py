@@ -121,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         input_size=256, channels=256, hg_depth=4, stacks=8, epochs=250, batch_size=16, lr=2.5e-4,
         optimizer="rmsprop", lr_steps=(170, 220), synthetic_train=22246, synthetic_val=2958,
     ),
-}  # fmt: skip
+}
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 

@@ -21,9 +21,16 @@ import numpy as np
 
 from pbn.data.records import DataError
 from pbn.skeleton import (
-    ANNOTATED, LSP_REPORT_GROUPS, LSP_TORSO, MISSING, MPII_MEAN_EXCLUDED, MPII_REPORT_GROUPS, NUM_JOINTS,
-    OCCLUDED, VISIBLE,
-)  # fmt: skip
+    ANNOTATED,
+    LSP_REPORT_GROUPS,
+    LSP_TORSO,
+    MISSING,
+    MPII_MEAN_EXCLUDED,
+    MPII_REPORT_GROUPS,
+    NUM_JOINTS,
+    OCCLUDED,
+    VISIBLE,
+)
 
 PCKH_ALPHA = 0.5
 PCKH_ALPHA_FINE = 0.10
@@ -75,7 +82,7 @@ def _summary(err, flags, include, groups, alpha, fine_alpha, conv: Convention, l
     fine, fcounts = per_joint(err, annotated, fine_alpha, conv.strict)
     out[f"mean@{fine_alpha:g}"] = joint_mean(fine, fcounts, include, conv.weighted)
     out["auc"] = float(np.mean([joint_mean(*per_joint(err, annotated, a, conv.strict), include, conv.weighted)
-                                for a in AUC_ALPHAS]))  # fmt: skip
+                                for a in AUC_ALPHAS]))
     known = np.isin(flags, (VISIBLE, OCCLUDED))
     if (annotated & ~known).any() or not known.any():
         if (flags == ANNOTATED).any():
@@ -116,7 +123,7 @@ def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA) -> dict:
     scored = np.where(flags == MISSING, VISIBLE, flags)  # LSP scores every joint
     out = _summary(err, scored, np.ones(gt.shape[1], bool), LSP_REPORT_GROUPS, alpha, 0.1, CONVENTIONS["hrnet"])
     out["auc"] = float(np.mean([joint_mean(*per_joint(err, scored != MISSING, a, False), np.ones(14, bool), True)
-                                for a in np.round(np.arange(0, 21) * 0.01, 2)]))  # fmt: skip
+                                for a in np.round(np.arange(0, 21) * 0.01, 2)]))
     return {**out, "convention": "eval_pose", "metric": f"PCK@{alpha:g}"}
 
 
@@ -186,7 +193,7 @@ def format_table(r: dict) -> str:
     row = " ".join(f"{v:8.2f}" for v in vals)
     c = r["counts"]
     return (f"{r['metric']}  convention={r['convention']}\n{head}\n{row}\n"
-            f"joints scored: {c['joints']} (visible {c['visible']}, occluded {c['occluded']}); AUC {r['auc']:.2f}")  # fmt: skip
+            f"joints scored: {c['joints']} (visible {c['visible']}, occluded {c['occluded']}); AUC {r['auc']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ def mutual_information(cells: np.ndarray, present: np.ndarray, ncells: int = GRI
 
     present [N, K] bool: a pair (m, n) uses only the samples where both are present. Returns [K, K],
     symmetric; the diagonal holds each variable's entropy (callers drop it)."""
-    n, k = cells.shape
+    k = cells.shape[1]
     mi = np.zeros((k, k))
     for a in range(k):
         for b in range(a, k):
@@ -158,7 +158,7 @@ _TEMPLATE = np.array([
     [-0.35, 2.9], [-0.3, 1.9], [-0.3, 1.0], [0.3, 1.0], [0.3, 1.9], [0.35, 2.9], [0.0, 1.0], [0.0, -0.2],
     [0.0, -0.45], [0.0, -1.2], [-1.35, 0.9], [-1.05, 0.35], [-0.6, -0.2], [0.6, -0.2], [1.05, 0.35],
     [1.35, 0.9],
-])  # fmt: skip
+])
 
 
 def save_figure(affinity: np.ndarray, groups, path: str | os.PathLike, title: str = "") -> None:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     np.save(out / "mi_matrix.npy", mi)
     names = group_names(groups)
     doc = {"annotations": str(a.annotations), "people": len(records), "clusters": a.clusters,
-           "seed": a.seed, "groups": names, "group_indices": [list(g) for g in groups]}  # fmt: skip
+           "seed": a.seed, "groups": names, "group_indices": [list(g) for g in groups]}
     (out / f"{stem}_groups.json").write_text(json.dumps(doc, indent=2) + "\n")
     save_figure(normalized_affinity(mi), groups, out / f"{stem}.png", f"{Path(a.annotations).name}, k={a.clusters}")
     print(f"{len(records)} people from {a.annotations}")

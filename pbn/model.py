@@ -33,7 +33,7 @@ class Residual(nn.Module):
             nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
             nn.Conv2d(mid, mid, 3, padding=1, groups=groups, bias=False),
             nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1, groups=groups),
-        )  # fmt: skip
+        )
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, groups=groups)
 
     def forward(self, x):
@@ -106,7 +106,7 @@ class StackedPBN(nn.Module):
         self.stem = nn.Sequential(
             conv_bn_relu(3, s, 3), nn.MaxPool2d(2), conv_bn_relu(s, s, 3), conv_bn_relu(s, s, 3),
             Residual(s, c // 2), nn.MaxPool2d(2), Residual(c // 2, c // 2), Residual(c // 2, c),
-        )  # fmt: skip
+        )
         # Shared features of a stack: hourglass, then Newell's residual + 1x1 "lin" layer.
         self.hourglasses = nn.ModuleList(
             nn.Sequential(Hourglass(hg_depth, c), Residual(c, c), conv_bn_relu(c, c, 1)) for _ in range(stacks)

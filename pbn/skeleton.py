@@ -16,7 +16,7 @@ ANNOTATED = 3  # annotated, visibility unknown (e.g. HRNet JSON only): occlusion
 MPII_JOINTS = (
     "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
     "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
-)  # fmt: skip
+)
 NUM_JOINTS = len(MPII_JOINTS)
 J = {name: i for i, name in enumerate(MPII_JOINTS)}
 
@@ -26,7 +26,7 @@ MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 MPII_EDGES = (
     (0, 1), (1, 2), (2, 6), (3, 6), (4, 3), (5, 4), (7, 6), (8, 7), (9, 8),
     (10, 11), (11, 12), (12, 7), (13, 7), (14, 13), (15, 14),
-)  # fmt: skip
+)
 
 # PCKh reporting groups (HRNet/bearpaw): Head is head top only; the rest average left and right.
 MPII_REPORT_GROUPS = {
@@ -47,7 +47,7 @@ PCKH_SC_BIAS = 0.6
 LSP_JOINTS = (
     "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow",
     "r_shoulder", "l_shoulder", "l_elbow", "l_wrist", "neck", "head_top",
-)  # fmt: skip
+)
 LSP_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
 LSP_REPORT_GROUPS = {
     "head": (12, 13),  # neck and head top averaged (eval_pose)

@@ -29,7 +29,6 @@ from pbn.data.records import DataError
 from pbn.data.transforms import apply_affine, invert_affine
 from pbn.evaluate import lsp_pck, mpii_pckh
 from pbn.groups import cached_records_mi, group_names, resolve_groups
-from pbn.heatmaps import HeatmapCodec
 from pbn.model import StackedPBN, build_model
 from pbn.skeleton import LSP_TO_MPII, MPII_FLIP_PAIRS
 
@@ -46,7 +45,7 @@ def code_version() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)  # fmt: skip
+                               capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if sha.returncode != 0:
@@ -152,7 +151,7 @@ def validate(model, loader, source: Source, device, amp: bool, channels_last: bo
             warnings.simplefilter("ignore")  # missing visibility is reported as NaN columns
             score = mpii_pckh(preds, gt[..., :2], gt[..., 2], head)
     out = {"val_loss": total / max(n, 1), "pckh": score["mean"], "pckh_0_1": score["mean@0.1"],
-           "pckh_auc": score["auc"], "pckh_visible": score["visible"], "pckh_occluded": score["occluded"]}  # fmt: skip
+           "pckh_auc": score["auc"], "pckh_visible": score["visible"], "pckh_occluded": score["occluded"]}
     out.update({f"pckh_{k}": score[k] for k in ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")})
     return out
 
@@ -176,7 +175,7 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: Config, history: list) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "rng": _rng_state(), "config": cfg.to_dict(), "code_version": code_version(),
-             "history": history}  # fmt: skip
+             "history": history}
     atomic_write_bytes(path, lambda p: torch.save(state, p))
 
 
@@ -235,7 +234,7 @@ def fit(
     train_set, val_set = PoseDataset(train_src, cfg, train=True), PoseDataset(val_src, cfg, train=False)
     sampler = EpochSampler(len(train_set), cfg.seed, shuffle=True)
     loader = DataLoader(_Indexed(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)  # fmt: skip
+                        num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
     writer = None
     if tensorboard:
@@ -270,7 +269,7 @@ def fit(
         if writer is not None:
             writer.close()
     atomic_write_bytes(out / "metrics.json", lambda p: p.write_text(json.dumps(
-        {"config": cfg.to_dict(), "code_version": code_version(), "history": history}, indent=2)))  # fmt: skip
+        {"config": cfg.to_dict(), "code_version": code_version(), "history": history}, indent=2)))
     return history
 
 
@@ -348,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_epoch(m: dict, _out) -> None:
     print(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.3e}/{m['val_loss']:.3e}  PCKh {m['pckh']:6.2f}  "
               f"vis {m['pckh_visible']:6.2f}  occ {m['pckh_occluded']:6.2f}  @0.1 {m['pckh_0_1']:6.2f}  "
-              f"{m['images_per_second']:6.1f} img/s  {m['epoch_seconds']:6.1f} s", flush=True)  # fmt: skip
+              f"{m['images_per_second']:6.1f} img/s  {m['epoch_seconds']:6.1f} s", flush=True)
 
 
 if __name__ == "__main__":

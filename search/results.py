@@ -6,6 +6,7 @@ here (and documented in the README) so `pandas.concat` works across sweeps.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -15,13 +16,14 @@ import pandas as pd
 
 METRIC_COLUMNS = ("pckh", "pckh_visible", "pckh_occluded", "pckh_head", "pckh_shoulder", "pckh_elbow",
                   "pckh_wrist", "pckh_hip", "pckh_knee", "pckh_ankle", "pckh_0_1", "pckh_auc", "train_loss",
-                  "val_loss", "epoch_seconds", "train_seconds", "val_seconds", "images_per_second", "lr")  # fmt: skip
+                  "val_loss", "epoch_seconds", "train_seconds", "val_seconds", "images_per_second", "lr")
 SCHEMA = {
     "sweep": "string", "trial_id": "string", "epoch": "int64", "status": "string", "stopped_early": "boolean",
     "grouping": "string", "clusters": "Int64", "width": "int64", "depth": "int64", "stacks": "int64",
-    "groups": "string", **{c: "float64" for c in METRIC_COLUMNS}, "node": "string", "git_commit": "string",
+    "groups": "string", **{c: "float64" for c in METRIC_COLUMNS}, "node": "string", "node_id": "string",
+    "git_commit": "string",
     "num_failures": "int64", "reported_at": "float64", "config": "string",
-}  # fmt: skip
+}
 
 
 class ResultsTable:
@@ -30,7 +32,7 @@ class ResultsTable:
         self.rows: dict[tuple[str, int], dict] = {}
         self.trial_status: dict[str, tuple[str, int]] = {}
         if self.path.exists():
-            for row in pd.read_parquet(self.path).to_dict("records"):
+            for row in read_results(self.path).to_dict("records"):
                 self.rows[(row["trial_id"], int(row["epoch"]))] = row
                 self.trial_status[row["trial_id"]] = (row["status"], int(row["num_failures"]))
 
@@ -40,8 +42,9 @@ class ResultsTable:
         row = {"sweep": self.sweep, "trial_id": trial_id, "epoch": int(result["epoch"]), "status": "RUNNING",
                "stopped_early": False, "grouping": cfg["grouping"], "clusters": cfg["clusters"],
                "width": cfg["width"], "depth": cfg["depth"], "stacks": cfg["stacks"], "groups": result["groups"],
-               "node": result.get("node", ""), "git_commit": result.get("git_commit", ""),
-               "num_failures": num_failures, "reported_at": time.time(), "config": result["resolved_config"]}  # fmt: skip
+               "node": result.get("node", ""), "node_id": result.get("node_id", ""),
+               "git_commit": result.get("git_commit", ""),
+               "num_failures": num_failures, "reported_at": time.time(), "config": result["resolved_config"]}
         row.update({c: float(result[c]) for c in METRIC_COLUMNS if c in result})
         self.rows[(trial_id, row["epoch"])] = row
         self.trial_status.setdefault(trial_id, ("RUNNING", num_failures))
@@ -50,14 +53,14 @@ class ResultsTable:
         self.trial_status[trial_id] = (status, num_failures)
 
     def frame(self) -> pd.DataFrame:
-        last = {}
-        for (tid, ep) in self.rows:
+        last: dict[str, int] = {}
+        for tid, ep in self.rows:
             last[tid] = max(ep, last.get(tid, 0))
         records = []
-        for (tid, ep), row in sorted(self.rows.items(), key=lambda kv: (kv[1]["reported_at"], kv[0])):
+        for (tid, _), row in sorted(self.rows.items(), key=lambda kv: (kv[1]["reported_at"], kv[0])):
             status, failures = self.trial_status.get(tid, ("RUNNING", 0))
             records.append({**row, "status": status, "num_failures": failures,
-                            "stopped_early": status == "TERMINATED" and last[tid] < self.max_epochs})  # fmt: skip
+                            "stopped_early": status == "TERMINATED" and last[tid] < self.max_epochs})
         df = pd.DataFrame.from_records(records, columns=list(SCHEMA))
         return df.astype(SCHEMA)
 
@@ -72,6 +75,13 @@ class ResultsTable:
         """(trial_id, epoch, value) in the order they were reported: ASHA's rung history."""
         rows = sorted(self.rows.values(), key=lambda r: r["reported_at"])
         return [(r["trial_id"], int(r["epoch"]), float(r[metric])) for r in rows]
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """pandas.read_parquet on a single read of the file. The driver replaces the file atomically, but
+    pyarrow opens a path twice (footer, then data): a replace between the two opens mixes two files.
+    Reading the bytes once never sees that, so use this while a sweep is writing."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:

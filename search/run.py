@@ -42,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share one GPU")
     p.add_argument("--concurrency", type=int, help="trials at once (default: as resources allow)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="join a running Ray cluster")
-    p.add_argument("--storage", help="URI or shared path for trial checkpoints and sweep state "
-                   "(default: <results>/tune)")  # fmt: skip
+    p.add_argument("--storage", default=os.environ.get("PBN_STORAGE"),
+                   help="URI or shared path for trial checkpoints and sweep state (default: $PBN_STORAGE, "
+                   "else <results>/tune)")
     p.add_argument("--results", default="results", help="directory of <name>.parquet")
     p.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one fixed config value, e.g. --set synthetic_train=64 (JSON values)")  # fmt: skip
+                   help="override one fixed config value, e.g. --set synthetic_train=64 (JSON values)")
     return p
 
 
@@ -74,14 +75,40 @@ def _sweep_paths(args, name: str):
     return results / f"{name}.parquet", results / f"{name}.sweep.json", storage
 
 
-def _check_resources(cpus: float, gpus: float) -> None:
+def _check_cluster(cpus: float, gpus: float, storage: str) -> None:
+    """Refuse, before any trial starts, what would otherwise fail on workers or pend forever."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    problem = storage_problem({n["NodeManagerAddress"] for n in nodes}, storage)
+    if problem:
+        raise SweepError(problem)
     if not any(n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in nodes):
         have = [(n["NodeManagerAddress"], n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes]
         raise SweepError(f"no node can ever run a trial with {cpus} CPU and {gpus} GPU; nodes (address, CPU, GPU):"
-                         f" {have}")  # fmt: skip
+                         f" {have}")
+
+
+def storage_problem(hosts: set[str], storage: str) -> str | None:
+    """Why workers on `hosts` could not reach `storage`, or None. A URI or a network file system is
+    shared; a local path is shared only when every node is on one machine (e.g. a simulated cluster)."""
+    if len(hosts) <= 1 or "://" in storage or _is_network_fs(storage):
+        return None
+    return (f"storage {storage!r} is a local path but the cluster spans {len(hosts)} machines: workers cannot "
+            "reach it. Use --storage s3://... (or set PBN_STORAGE), or a shared NFS path")
+
+
+def _is_network_fs(path: str) -> bool:
+    """Whether `path` lies on a network file system (per /proc/mounts), which other machines can share."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    target = os.path.realpath(path)
+    best = max((m for m in mounts if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return best is not None and best[1].split(".")[0] in ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs",
+                                                           "beegfs", "ceph", "fuse", "glusterfs")
 
 
 def run(args) -> Path:
@@ -102,16 +129,16 @@ def run(args) -> Path:
         state = json.loads(state_path.read_text())
         if state["space_digest"] != space.digest:
             raise SweepError(f"{args.space} changed since sweep {name!r} started: a changed space is a new sweep "
-                             "(use another --name)")  # fmt: skip
+                             "(use another --name)")
         num_samples, fixed = state["num_samples"], state["fixed"]
     else:
         if state_path.exists() or parquet.exists():
             raise SweepError(f"sweep {name!r} already exists ({state_path}); pass --resume to continue it, "
-                             "or --name for a new sweep")  # fmt: skip
+                             "or --name for a new sweep")
         num_samples, fixed = args.num_samples or space.NUM_SAMPLES, _fixed_config(space, args)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state = {"name": name, "space": str(space.path), "space_digest": space.digest, "num_samples": num_samples,
-                 "fixed": fixed, "storage": storage, "created": time.time(), "argv": sys.argv[1:]}  # fmt: skip
+                 "fixed": fixed, "storage": storage, "created": time.time(), "argv": sys.argv[1:]}
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, state_path)
@@ -121,28 +148,28 @@ def run(args) -> Path:
 
     t0 = time.time()
     ray.init(address=args.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
-    _check_resources(args.cpus_per_trial, args.gpus_per_trial)
+    _check_cluster(args.cpus_per_trial, args.gpus_per_trial, storage)
     trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed),
-                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})  # fmt: skip
+                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     snapshot = glob.glob(os.path.join(exp_dir, "experiment_state-*.json")) if "://" not in storage else [exp_dir]
     if args.resume and snapshot and Tuner.can_restore(exp_dir):
         print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
         tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher = PruneAwareOptuna(space=space.space, metric=space.METRIC, mode=space.MODE, seed=args.seed,
-                                    points_to_evaluate=list(getattr(space, "INITIAL", [])), max_epochs=max_epochs)  # fmt: skip
+                                    points_to_evaluate=list(getattr(space, "INITIAL", [])), max_epochs=max_epochs)
         scheduler = ReplayASHA(str(parquet), time_attr="epoch", max_t=max_epochs, grace_period=space.GRACE_PERIOD,
-                               reduction_factor=space.REDUCTION_FACTOR)  # fmt: skip
+                               reduction_factor=space.REDUCTION_FACTOR)
         tuner = Tuner(
             trainable,
             tune_config=TuneConfig(metric=space.METRIC, mode=space.MODE, search_alg=searcher, scheduler=scheduler,
-                                   num_samples=num_samples, max_concurrent_trials=args.concurrency),  # fmt: skip
+                                   num_samples=num_samples, max_concurrent_trials=args.concurrency),
             run_config=RunConfig(
                 name=name, storage_path=storage, verbose=1,
                 callbacks=[ParquetCallback(str(parquet), name, max_epochs)],
                 failure_config=FailureConfig(max_failures=3),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-            ),  # fmt: skip
+            ),
         )
     grid = tuner.fit()
     table = ResultsTable(parquet, name, max_epochs)
@@ -164,7 +191,7 @@ def _print_summary(table: ResultsTable, parquet: Path, seconds: float, max_epoch
         k = "" if r["clusters"] is None or str(r["clusters"]) == "<NA>" else int(r["clusters"])
         state = "stopped early" if r["stopped_early"] else str(r["status"]).lower()
         print(f"{i + 1:>4} {r['grouping']:<9} {k!s:>2} {r['width']:>4} {r['depth']:>2} {r['pckh']:6.2f} "
-              f"{r['pckh_occluded']:6.2f} {r['epoch']:>3}/{max_epochs:<2}  {state}")  # fmt: skip
+              f"{r['pckh_occluded']:6.2f} {r['epoch']:>3}/{max_epochs:<2}  {state}")
     print(f"\nresults: {parquet}\n  pandas.read_parquet({str(parquet)!r})")
 
 

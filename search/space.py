@@ -14,7 +14,7 @@ from pbn.config import ConfigError, resolve
 # The space function is pickled by reference with the searcher: it must live under a stable name.
 MODULE_NAME = "pbn_search_space"
 REQUIRED = {"METRIC": str, "MODE": str, "NUM_SAMPLES": int, "MAX_EPOCHS": int, "GRACE_PERIOD": int,
-            "REDUCTION_FACTOR": int, "FIXED": dict}  # fmt: skip
+            "REDUCTION_FACTOR": int, "FIXED": dict}
 METRICS = ("pckh", "pckh_occluded", "pckh_visible", "pckh_0_1", "val_loss")
 
 

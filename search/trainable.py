@@ -8,6 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from pbn.config import resolve
@@ -25,7 +26,8 @@ def train_trial(config: dict, fixed: dict) -> None:
         with checkpoint.as_directory() as d:
             shutil.copy2(Path(d) / CHECKPOINT, run_dir / CHECKPOINT)
         resume = run_dir / CHECKPOINT
-    extra = {"node": socket.gethostname(), "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
+    extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+             "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
 
     def report(metrics: dict, out: Path) -> None:
         ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from search.results import read_results
+
 
 class _Replayed:
     def __init__(self, trial_id: str):
@@ -35,12 +37,14 @@ class ReplayASHA(ASHAScheduler):
         self._replayed = True
         if not Path(self._history_path).exists():
             return
-        df = pd.read_parquet(self._history_path).sort_values("reported_at")
+        df = read_results(self._history_path).sort_values("reported_at")
         bracket = self._brackets[0]
         for tid, epoch, value in zip(df["trial_id"], df["epoch"], df[self._metric]):
             if pd.notna(value):
                 bracket.on_result(_Replayed(tid), int(epoch), self._metric_op * float(value))
                 self.replayed_results += 1
+        print(f"ASHA: replayed {self.replayed_results} reported results into the rungs "
+              f"{[(m, len(rec)) for m, rec in bracket._rungs]}", flush=True)
 
     def on_trial_add(self, tune_controller, trial):
         if not self._replayed:
@@ -66,7 +70,7 @@ class PruneAwareOptuna(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         stopped = (not error and result and self.metric in result
-                   and int(result.get("epoch", self._max_epochs)) < self._max_epochs)  # fmt: skip
+                   and int(result.get("epoch", self._max_epochs)) < self._max_epochs)
         if stopped and trial_id not in self._completed_trials and trial_id in self._ot_trials:
             self.on_trial_result(trial_id, result)
             self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)

@@ -78,7 +78,7 @@ def test_model_cli_json_and_text():
                 "--preset", "small", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["output_shape"] == [1, 16, 32, 32] and info["num_outputs"] == 3
+    assert info["output_shape"] == [1, 16, 16, 16] and info["num_outputs"] == 3  # small preset: 64x64 input
     assert info["params"] == sum(info["params_by_part"].values())
     assert info["flops"] > 1e8
     r = run_cli("pbn.model", "--groups", "mi", "--clusters", "5", "--stacks", "1", "--preset", "small")

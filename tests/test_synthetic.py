@@ -5,7 +5,7 @@ import numpy as np
 
 from pbn.data.synthetic import SyntheticPoses
 from pbn.groups import records_mi
-from pbn.skeleton import J, MISSING, OCCLUDED, VISIBLE
+from pbn.skeleton import MISSING, OCCLUDED, VISIBLE, J
 
 CODE = ("import hashlib,sys; from pbn.data.synthetic import SyntheticPoses as S; d=S(7,'train',96,6); "
         "h=hashlib.sha1(); [h.update(d.load_image(i).tobytes()) or h.update(d.records[i].joints.tobytes()) "
@@ -54,10 +54,11 @@ def test_occluded_joints_really_are_covered():
 def test_left_right_is_image_decidable_and_person_faces_camera():
     d = SyntheticPoses(0, "train", 128, 300)
     j = np.stack([r.joints[:, :2] for r in d.records])
-    # Facing the camera: the left shoulder is on the image right of the right shoulder, after undoing roll.
+    # Facing the camera: seen along the spine (pelvis -> thorax), the left shoulder is on the image right.
+    # Image y points down, so that is a positive z component of spine x across.
     spine = j[:, J["thorax"]] - j[:, J["pelvis"]]
     across = j[:, J["l_shoulder"]] - j[:, J["r_shoulder"]]
-    assert (np.cross(spine, across) < 0).mean() > 0.95
+    assert (spine[:, 0] * across[:, 1] - spine[:, 1] * across[:, 0] > 0).mean() > 0.95
 
 
 def test_related_parts_are_correlated():

@@ -56,8 +56,8 @@ def test_codec_round_trip_within_half_pixel():
 
 def test_codec_weights_zero_missing_and_outside():
     codec = HeatmapCodec(128)
-    joints = np.array([[10, 10, VISIBLE], [10, 10, MISSING], [-20, 50, VISIBLE], [140, 3, VISIBLE]] + [[64, 64, 2]] * 12,
-                      dtype=np.float32)
+    corners = [[10, 10, VISIBLE], [10, 10, MISSING], [-20, 50, VISIBLE], [140, 3, VISIBLE]]
+    joints = np.array(corners + [[64, 64, VISIBLE]] * 12, dtype=np.float32)
     hm, w = codec.encode(joints)
     assert w[:4].tolist() == [1, 0, 0, 0]
     assert hm[1:4].max() == 0

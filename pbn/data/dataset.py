@@ -7,9 +7,9 @@ thorax missing) and scored with LSP's PCK@0.2 by the source's `score` function.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -81,7 +81,7 @@ def read_mpii_json(path, image_dir=None, visibility=None, head_sizes=None) -> li
         xy = np.where(annotated[:, None], joints - 1.0, 0.0)
         hs = None if head_sizes is None else float(head_sizes[i])
         records.append(PoseRecord(_image_path(str(_field(e, "image", path, i)), image_dir),
-                                  np.column_stack([xy, flags]).astype(np.float32), c, s, hs))  # fmt: skip
+                                  np.column_stack([xy, flags]).astype(np.float32), c, s, hs))
     return records
 
 
@@ -101,7 +101,7 @@ def read_bearpaw_json(path, image_dir=None, split: str | None = None) -> list[Po
         flags = flags_from(annotated, js[:, 2] > 0)
         xy = np.where(annotated[:, None], js[:, :2] - 1.0, 0.0)
         records.append(PoseRecord(_image_path(str(_field(e, "img_paths", path, i)), image_dir),
-                                  np.column_stack([xy, flags]).astype(np.float32), c, s))  # fmt: skip
+                                  np.column_stack([xy, flags]).astype(np.float32), c, s))
     return records
 
 
@@ -142,7 +142,7 @@ def read_mpii_h5(path, image_dir=None) -> list[PoseRecord]:
         name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
         records.append(PoseRecord(_image_path(name, image_dir), np.column_stack([xy, flags]).astype(np.float32),
                                   np.asarray(centre[i], np.float64) - 1.0, float(scale[i]),
-                                  None if norm is None else float(norm[i])))  # fmt: skip
+                                  None if norm is None else float(norm[i])))
     return records
 
 
@@ -159,12 +159,12 @@ def read_gt_mat(path) -> dict[str, np.ndarray]:
     for key in ("pos_gt_src", "jnt_missing", "headboxes_src"):
         if key not in m:
             raise DataError(f"{p}: missing key {key!r} (a gt_valid.mat-style file needs pos_gt_src, "
-                            "jnt_missing, headboxes_src)")  # fmt: skip
+                            "jnt_missing, headboxes_src)")
     pos, miss, hb = m["pos_gt_src"], m["jnt_missing"], m["headboxes_src"]
     if pos.ndim != 3 or pos.shape[:2] != (NUM_JOINTS, 2) or miss.shape != (NUM_JOINTS, pos.shape[2]) \
             or hb.shape != (2, 2, pos.shape[2]):
         raise DataError(f"{p}: expected pos_gt_src [16,2,N], jnt_missing [16,N], headboxes_src [2,2,N]; got "
-                        f"{pos.shape}, {miss.shape}, {hb.shape}")  # fmt: skip
+                        f"{pos.shape}, {miss.shape}, {hb.shape}")
     head = PCKH_SC_BIAS * np.linalg.norm(hb[1] - hb[0], axis=0)
     return {"joints": np.transpose(pos, (2, 0, 1)) - 1.0, "annotated": (miss == 0).T, "head_size": head}
 
@@ -180,7 +180,7 @@ def read_visibility(path) -> np.ndarray:
         if not isinstance(data, list):
             raise DataError(f"{p}: expected a JSON list (bearpaw format with 'joint_self')")
         v = np.stack([_array(_field(e, "joint_self", p, i), (NUM_JOINTS, 3), f"{p}: entry {i} 'joint_self'")[:, 2]
-                      for i, e in enumerate(data)])  # fmt: skip
+                      for i, e in enumerate(data)])
     else:
         raise DataError(f"{p}: visibility must be a .h5 (valid.h5) or a .json (bearpaw joint_self)")
     if v.ndim != 2 or v.shape[1] != NUM_JOINTS:
@@ -218,7 +218,7 @@ def read_mpii_csv(path) -> list[PoseRecord]:
             # Of the centres derivable from joints, the mean of the annotated ones is closest to MPII's
             # objpos (median 0.064 x person height on the validation subset; joint-box centre 0.071).
             records.append(PoseRecord(row["NAME"], np.column_stack([xy, flags_from(annotated, None)]).astype(
-                np.float32), xy[annotated].mean(0), 1.25 * scale))  # fmt: skip
+                np.float32), xy[annotated].mean(0), 1.25 * scale))
     if not records:
         raise DataError(f"{p}: no usable poses (need >= 2 annotated joints and a positive Scale)")
     return records
@@ -234,7 +234,7 @@ def lsp_records(joints: np.ndarray, occluded: np.ndarray, names: list[str], imag
         lo, hi = xy.min(0), xy.max(0)
         flags = flags_from(np.ones(len(LSP_JOINTS), bool), ~occluded[i])
         records.append(PoseRecord(_image_path(names[i], image_dir), np.column_stack([xy, flags]).astype(np.float32),
-                                  (lo + hi) / 2, 1.25 * float(max(hi - lo)) / 200.0))  # fmt: skip
+                                  (lo + hi) / 2, 1.25 * float(max(hi - lo)) / 200.0))
     return records
 
 
@@ -268,9 +268,9 @@ def read_lsp_json(path, image_dir=None, labels: str = "observer_centric") -> lis
         raise DataError(f"{path}: expected an object with key {labels!r}")
     entries = data[labels]
     xy = np.stack([_array(_field(e, "joints", path, i), (14, 2), f"{path}: entry {i} 'joints'")
-                   for i, e in enumerate(entries)])  # fmt: skip
+                   for i, e in enumerate(entries)])
     occ = np.stack([_array(_field(e, "flag_row3", path, i), (14,), f"{path}: entry {i} 'flag_row3'")
-                    for i, e in enumerate(entries)]) > 0  # fmt: skip
+                    for i, e in enumerate(entries)]) > 0
     return lsp_records(xy, occ, [str(e["image"]) for e in entries], image_dir)
 
 
@@ -302,7 +302,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         gt = read_gt_mat(p)
         return [PoseRecord(f"person{i}", np.column_stack([gt["joints"][i], flags_from(gt["annotated"][i], None)])
                            .astype(np.float32), *_box_centre_scale(gt["joints"][i], gt["annotated"][i]),
-                           float(gt["head_size"][i])) for i in range(len(gt["head_size"]))]  # fmt: skip
+                           float(gt["head_size"][i])) for i in range(len(gt["head_size"]))]
     if suffix == ".json":
         data = _load_json(p)
         if isinstance(data, dict) and "observer_centric" in data:
@@ -313,7 +313,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         if isinstance(first, dict) and "joint_self" in first:
             return read_bearpaw_json(p, image_dir)
         raise DataError(f"{p}: unrecognized JSON annotations (expected HRNet 'joints_vis', bearpaw "
-                        "'joint_self', or LSP 'observer_centric')")  # fmt: skip
+                        "'joint_self', or LSP 'observer_centric')")
     raise DataError(f"{p}: unsupported annotation format {suffix!r} (.csv, .json, .h5, .mat)")
 
 
@@ -345,7 +345,7 @@ def mpii_split(root, split: str) -> list[PoseRecord]:
         bad = [i for i, r in enumerate(records) if os.path.basename(r.image) != names[i]]
         if bad:
             raise DataError(f"{vis_path}: person {bad[0]} is {names[bad[0]]} but {json_path} has "
-                            f"{os.path.basename(records[bad[0]].image)}; the files must list the same people")  # fmt: skip
+                            f"{os.path.basename(records[bad[0]].image)}; the files must list the same people")
     return records
 
 

@@ -24,14 +24,14 @@ from pbn.skeleton import MISSING, OCCLUDED, PCKH_SC_BIAS, VISIBLE, J
 _SPLITS = {"train": 0, "valid": 1}
 # Segment lengths as fractions of standing height (anthropometric tables, rounded).
 _LEN = dict(torso=0.29, neck=0.05, head=0.13, upper_arm=0.17, forearm=0.15, thigh=0.25, shin=0.24,
-            shoulder=0.11, hip=0.07)  # fmt: skip
+            shoulder=0.11, hip=0.07)
 # Limbs drawn as tapered shapes: (joint a, joint b, width at a, width at b) as fractions of height.
 _LIMBS = (
     (J["r_hip"], J["r_knee"], 0.055, 0.04), (J["r_knee"], J["r_ankle"], 0.04, 0.03),
     (J["l_hip"], J["l_knee"], 0.055, 0.04), (J["l_knee"], J["l_ankle"], 0.04, 0.03),
     (J["r_shoulder"], J["r_elbow"], 0.035, 0.03), (J["r_elbow"], J["r_wrist"], 0.03, 0.022),
     (J["l_shoulder"], J["l_elbow"], 0.035, 0.03), (J["l_elbow"], J["l_wrist"], 0.03, 0.022),
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -145,8 +145,8 @@ def _tapered(img, a, b, wa, wb, color) -> None:
         c = tuple(float(min(255, x * shade)) for x in color)
         cv2.fillConvexPoly(img, np.round(poly * 16).astype(np.int32), c, cv2.LINE_AA, shift=4)
     for p, w in ((a, wa), (b, wb)):
-        cv2.circle(img, tuple(int(round(x * 16)) for x in p), int(w * 0.8 * 16),
-                   tuple(float(x * 0.95) for x in color), -1, cv2.LINE_AA, shift=4)  # fmt: skip
+        cv2.circle(img, tuple(round(x * 16) for x in p), int(w * 0.8 * 16),
+                   tuple(float(x * 0.95) for x in color), -1, cv2.LINE_AA, shift=4)
 
 
 def render(scene: Scene, seed: int, split: str, index: int, size: int) -> np.ndarray:
@@ -165,30 +165,30 @@ def render(scene: Scene, seed: int, split: str, index: int, size: int) -> np.nda
     ang = math.degrees(math.atan2(axis[1], axis[0]))
     hl = float(np.linalg.norm(axis))
     cv2.ellipse(img, (mid * 16).round().astype(int), (int(hl * 8), int(hl * 0.36 * 16)), ang, 0, 360,
-                tuple(float(x) for x in skin), -1, cv2.LINE_AA, 4)  # fmt: skip
+                tuple(float(x) for x in skin), -1, cv2.LINE_AA, 4)
     u, n = axis / (hl + 1e-6), np.array([-axis[1], axis[0]]) / (hl + 1e-6)
     for side in (-1, 1):
         eye = nt + u * hl * 0.62 + n * side * hl * 0.15
         cv2.circle(img, (eye * 16).round().astype(int), max(int(hl * 0.06 * 16), 8), (20, 20, 20), -1, cv2.LINE_AA, 4)
     mouth = nt + u * hl * 0.3
     cv2.line(img, tuple((mouth - n * hl * 0.1) .round().astype(int)), tuple((mouth + n * hl * 0.1).round().astype(int)),
-             (40, 40, 120), max(1, int(hl * 0.04)), cv2.LINE_AA)  # fmt: skip
+             (40, 40, 120), max(1, int(hl * 0.04)), cv2.LINE_AA)
     # Badge on the LEFT chest (image right when facing the camera): the left/right cue.
     chest = 0.55 * p[J["thorax"]] + 0.25 * p[J["l_shoulder"]] + 0.2 * p[J["l_hip"]]
     cv2.circle(img, (chest * 16).round().astype(int), int(0.03 * h * 16), tuple(float(x) for x in badge), -1,
-               cv2.LINE_AA, 4)  # fmt: skip
+               cv2.LINE_AA, 4)
     for a, b, wa, wb in _LIMBS[4:]:
         _tapered(img, p[a], p[b], wa * h, wb * h, shirt if a in (J["r_shoulder"], J["l_shoulder"]) else skin)
     for kind, cx, cy, a, b, angd, color in scene.occluders:
         col = tuple(float(x) for x in color)
         if kind == 0:
             cv2.ellipse(img, (round(cx * 16), round(cy * 16)), (round(a * 16), round(b * 16)), angd, 0, 360, col, -1,
-                        cv2.LINE_AA, 4)  # fmt: skip
+                        cv2.LINE_AA, 4)
         else:
             box = cv2.boxPoints(((cx, cy), (2 * a, 2 * b), angd))
             cv2.fillConvexPoly(img, np.round(box * 16).astype(np.int32), col, cv2.LINE_AA, 4)
             cv2.line(img, tuple(np.round(box[0]).astype(int)), tuple(np.round(box[2]).astype(int)),
-                     tuple(float(255 - x) for x in color), 2, cv2.LINE_AA)  # fmt: skip
+                     tuple(float(255 - x) for x in color), 2, cv2.LINE_AA)
     return img
 
 
@@ -202,7 +202,7 @@ class SyntheticPoses:
         self.scenes = [make_scene(seed, split, i, size) for i in range(count)]
         self.records = [
             PoseRecord(f"synthetic://{seed}/{split}/{i}", np.column_stack([s.joints, s.flags]).astype(np.float32),
-                       s.centre, s.scale, s.head_size)  # fmt: skip
+                       s.centre, s.scale, s.head_size)
             for i, s in enumerate(self.scenes)
         ]
 

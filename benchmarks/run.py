@@ -1,0 +1,301 @@
+"""Throughput and overhead benchmarks, printed as tables: `python benchmarks/run.py [--quick] [--skip-sweep]`.
+
+1. Train step (images/s, peak memory) of the PBN vs a plain stacked hourglass of (nearly) equal FLOPs,
+   written straightforwardly below, measured in the same run. Each configuration runs in its own
+   subprocess so peak RSS belongs to it alone. On CUDA also bf16 autocast and channels_last on/off.
+2. Data pipeline per worker: real JPEG decode + crop + augmentation + heatmaps, and synthetic generation,
+   against the train step's consumption (headroom = pipeline img/s / train img/s).
+3. Sweep efficiency: a short sweep (or --sweep-parquet of an existing one): share of trial wall time spent
+   training and validating, time from the command to the first reported epoch, per-epoch overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "data" / "samples" / "mpii"
+
+
+# ------------------------------------------------------------------ the plain stacked hourglass
+class PlainResidual(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.bn1, self.c1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout // 2, 1, bias=False)
+        self.bn2, self.c2 = nn.BatchNorm2d(cout // 2), nn.Conv2d(cout // 2, cout // 2, 3, padding=1, bias=False)
+        self.bn3, self.c3 = nn.BatchNorm2d(cout // 2), nn.Conv2d(cout // 2, cout, 1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x):
+        y = self.c1(torch.relu(self.bn1(x)))
+        y = self.c2(torch.relu(self.bn2(y)))
+        y = self.c3(torch.relu(self.bn3(y)))
+        return y + (x if self.skip is None else self.skip(x))
+
+
+class PlainHourglassNet(nn.Module):
+    """Newell's stacked hourglass with one dense head per stack (1x1 C->Wp, D residuals, 1x1 -> 16)."""
+
+    def __init__(self, stacks, channels, depth_levels, head_width, head_depth):
+        super().__init__()
+        c, s = channels, max(channels // 4, 8)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, s, 3, padding=1), nn.BatchNorm2d(s), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(s, s, 3, padding=1), nn.BatchNorm2d(s), nn.ReLU(),
+            nn.Conv2d(s, s, 3, padding=1), nn.BatchNorm2d(s), nn.ReLU(),
+            PlainResidual(s, c // 2), nn.MaxPool2d(2), PlainResidual(c // 2, c // 2), PlainResidual(c // 2, c))
+        self.levels = depth_levels
+        self.hg = nn.ModuleList()
+        for _ in range(stacks):
+            self.hg.append(nn.ModuleList(
+                [nn.ModuleList([PlainResidual(c, c) for _ in range(3)]) for _ in range(depth_levels)]
+                + [PlainResidual(c, c)]))
+        self.post = nn.ModuleList(
+            nn.Sequential(PlainResidual(c, c), nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU()) for _ in range(stacks))
+        self.heads = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(c, head_width, 1), nn.BatchNorm2d(head_width), nn.ReLU(),
+            *[PlainResidual(head_width, head_width) for _ in range(head_depth)], nn.Conv2d(head_width, 16, 1))
+            for _ in range(stacks))
+        self.merge_f = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(stacks - 1))
+        self.merge_h = nn.ModuleList(nn.Conv2d(16, c, 1) for _ in range(stacks - 1))
+
+    def hourglass(self, blocks, x, level=0):
+        skip_r, down_r, up_r = blocks[level]
+        y = down_r(nn.functional.max_pool2d(x, 2))
+        y = self.hourglass(blocks, y, level + 1) if level + 1 < self.levels else blocks[-1](y)
+        return skip_r(x) + nn.functional.interpolate(up_r(y), scale_factor=2, mode="nearest")
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i in range(len(self.hg)):
+            f = self.post[i](self.hourglass(self.hg[i], x))
+            h = self.heads[i](f)
+            outs.append(h)
+            if i < len(self.merge_f):
+                x = x + self.merge_f[i](f) + self.merge_h[i](h)
+        return outs
+
+
+# ------------------------------------------------------------------------------- measurements
+PRESETS = {"small": dict(input_size=64, channels=64, hg_depth=2, stacks=2, batch=16),
+           "paper": dict(input_size=256, channels=256, hg_depth=4, stacks=8, batch=16)}
+
+
+def build(kind: str, preset: str, grouping: str, width: int, depth: int):
+    from pbn.groups import resolve_groups
+    from pbn.model import StackedPBN, count_flops
+
+    p = PRESETS[preset]
+    pbn = StackedPBN(resolve_groups(grouping, 5 if grouping == "mi" else None), width, depth, p["stacks"],
+                     p["channels"], p["hg_depth"])
+    if kind == "pbn":
+        return pbn
+    target = count_flops(pbn, p["input_size"])
+    best = None
+    for wp in range(16, 16 * 64 + 1, 16):  # the dense head width whose total FLOPs are closest
+        plain = PlainHourglassNet(p["stacks"], p["channels"], p["hg_depth"], wp, depth)
+        f = count_flops(plain, p["input_size"])
+        if best is None or abs(f - target) < abs(best[1] - target):
+            best = (plain, f)
+        if f > target:
+            break
+    return best[0]
+
+
+def one(spec: dict) -> dict:
+    """Train-step throughput of one configuration (runs in a fresh subprocess)."""
+    from pbn.model import count_flops
+
+    torch.manual_seed(0)
+    p = PRESETS[spec["preset"]]
+    dev = torch.device(spec["device"])
+    model = build(spec["kind"], spec["preset"], spec["grouping"], spec["width"], spec["depth"])
+    flops = count_flops(model, p["input_size"])
+    model = model.to(dev)
+    cl = spec["channels_last"]
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
+    opt = torch.optim.RMSprop(model.parameters(), lr=2.5e-4)
+    b = spec.get("batch", p["batch"])
+    x = torch.randn(b, 3, p["input_size"], p["input_size"], device=dev)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = torch.rand(b, 16, p["input_size"] // 4, p["input_size"] // 4, device=dev)
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+            outs = model(x)
+        loss = sum(((o.float() - t) ** 2).mean() for o in outs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(spec["warmup"]):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(spec["steps"]):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    mem = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"images_per_second": b * spec["steps"] / dt, "peak_mib": mem / 2**20, "gflops": flops / 1e9}
+
+
+def run_one(spec: dict) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def train_step_table(quick: bool) -> list[dict]:
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    rows = []
+    cases = [("small", "shared", 64, 1), ("small", "mi", 32, 1), ("small", "per-part", 16, 1),
+             ("paper", "shared", 256, 1), ("paper", "mi", 64, 1)]
+    precisions = [(False, False), (True, False), (True, True)] if cuda else [(False, False)]
+    for preset, grouping, width, depth in cases:
+        steps = (3 if quick else 6) if (preset == "paper" and not cuda) else (10 if quick else 30)
+        for bf16, cl in precisions:
+            base = dict(preset=preset, grouping=grouping, width=width, depth=depth, device=device, bf16=bf16,
+                        channels_last=cl, steps=steps, warmup=2)
+            if preset == "paper" and not cuda:
+                base["batch"] = 4  # 8 stacks at 256x256 on 2 CPU cores: keep the run short
+            pbn, plain = run_one({**base, "kind": "pbn"}), run_one({**base, "kind": "plain"})
+            rows.append({"preset": preset, "grouping": grouping, "W": width, "D": depth,
+                         "precision": ("bf16" if bf16 else "fp32") + ("+cl" if cl else ""),
+                         "pbn_img_s": pbn["images_per_second"], "plain_img_s": plain["images_per_second"],
+                         "pbn_gflops": pbn["gflops"], "plain_gflops": plain["gflops"],
+                         "ratio_per_flop": (pbn["images_per_second"] * pbn["gflops"])
+                         / (plain["images_per_second"] * plain["gflops"]),
+                         "pbn_peak_mib": pbn["peak_mib"], "plain_peak_mib": plain["peak_mib"]})
+    return rows
+
+
+def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
+    import cv2
+
+    from pbn.config import resolve
+    from pbn.data import readers
+    from pbn.data.dataset import PoseDataset, Source
+    from pbn.data.synthetic import SyntheticPoses
+
+    torch.set_num_threads(1)
+    rows = []
+    records = readers.read_mpii_json(SAMPLES / "test_mpii.json", SAMPLES)
+    n = 20 if quick else 60
+    for size in (256, 64):
+        cfg = resolve({"input_size": size, "hg_depth": 2 if size == 64 else 4})
+        jpeg = Source("mpii", records, lambda i: cv2.imread(records[i].image))
+        ds = PoseDataset(jpeg, cfg, train=True)
+        t0 = time.perf_counter()
+        for k in range(n):
+            ds.item(k % len(records), k)
+        jpeg_rate = n / (time.perf_counter() - t0)
+        syn = SyntheticPoses(0, "train", size, n)
+        sds = PoseDataset(Source("synthetic", syn.records, syn.load_image), cfg, train=True)
+        t0 = time.perf_counter()
+        for k in range(n):
+            sds.item(k, 0)
+        syn_rate = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for k in range(n):
+            syn.load_image(k)
+        gen_rate = n / (time.perf_counter() - t0)
+        train = train_rates.get(size, float("nan"))
+        rows.append({"size": size, "jpeg_pipeline_img_s": jpeg_rate, "synthetic_pipeline_img_s": syn_rate,
+                     "synthetic_render_only_img_s": gen_rate, "train_step_img_s": train,
+                     "headroom_jpeg": jpeg_rate / train, "headroom_synthetic": syn_rate / train})
+    return rows
+
+
+def sweep_table(parquet: str | None, quick: bool) -> dict:
+    import pandas as pd
+
+    t_cmd = time.time()
+    log = ""
+    if parquet is None:
+        out = Path(tempfile.mkdtemp(prefix="pbn-bench-"))
+        cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
+               "--results", str(out), "--name", "bench", "--num-samples", "4", "--max-epochs", "2" if quick else "4",
+               "--set", "synthetic_train=256", "--set", "synthetic_val=64"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        parquet, log = str(out / "bench.parquet"), r.stdout
+    wall = time.time() - t_cmd
+    df = pd.read_parquet(parquet)
+    state = json.loads(Path(parquet).with_suffix(".sweep.json").read_text())
+    first_report = df["reported_at"].min() - (t_cmd if log else state["created"])
+    df = df.sort_values(["trial_id", "epoch"])
+    gaps = df.groupby("trial_id")["reported_at"].diff()
+    overhead = (gaps - df["epoch_seconds"]).dropna()
+    busy = (df["train_seconds"] + df["val_seconds"]).sum()
+    trial_wall = df["epoch_seconds"].sum() + overhead.clip(lower=0).sum()
+    last = df["reported_at"].max() - (t_cmd if log else state["created"])
+    return {"parquet": parquet, "trials": df.trial_id.nunique(), "epochs": len(df),
+            "train_val_share_of_trial_time": busy / trial_wall,
+            "command_to_first_epoch_s": first_report, "per_epoch_overhead_s_median": float(overhead.median()),
+            "command_to_last_epoch_s": last, "wall_s": wall if log else float("nan")}
+
+
+def fmt(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    cells = [[f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(keys), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--sweep-parquet", help="analyse this sweep instead of running a short one")
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(json.loads(a.one))))
+        return 0
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'}, " \
+        f"{torch.get_num_threads()} threads)"
+    print(f"# benchmarks {date.today()} on {dev}, torch {torch.__version__}\n")
+    t0 = time.time()
+    steps = train_step_table(a.quick)
+    print("## train step: PBN vs plain stacked hourglass (ratio_per_flop = PBN FLOP/s over plain FLOP/s)")
+    print(fmt(steps) + "\n")
+    rates = {64: next(r["pbn_img_s"] for r in steps if r["preset"] == "small" and r["grouping"] == "mi"),
+             256: next(r["pbn_img_s"] for r in steps if r["preset"] == "paper" and r["grouping"] == "mi")}
+    print("## data pipeline per worker (1 thread) vs the train step (mi grouping) consuming it")
+    print(fmt(pipeline_table(rates, a.quick)) + "\n")
+    if not a.skip_sweep:
+        s = sweep_table(a.sweep_parquet, a.quick)
+        print("## sweep efficiency")
+        print(fmt([{k: v for k, v in s.items() if k != "parquet"}]))
+        print(f"(from {s['parquet']})\n")
+    print(f"total benchmark time {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""End-to-end sweeps with real Ray, Optuna and Parquet (subprocesses, tiny budgets)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.results import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SET = ["--set", "synthetic_train=32", "--set", "synthetic_val=16", "--set", "channels=32",
+            "--set", "batch_size=8"]
+
+
+def sweep(tmp_path, *args, timeout=400):
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
+           "--results", str(tmp_path / "results"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_parquet_schema(tmp_path):
+    r = sweep(tmp_path, "--name", "e2e", "--num-samples", "5", "--max-epochs", "4", "--concurrency", "2", *TINY_SET)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "rank grouping" in r.stdout and "e2e.parquet" in r.stdout
+    df = pd.read_parquet(tmp_path / "results" / "e2e.parquet")
+    assert df["trial_id"].nunique() == 5
+    assert not df.duplicated(["trial_id", "epoch"]).any()
+    assert set(df["grouping"].iloc[:0].tolist()) == set()
+    assert {"shared", "per-part", "human", "mi"} <= set(df["grouping"])  # the seeded first trials
+    assert str(df["clusters"].dtype) == "Int64" and df.loc[df.grouping != "mi", "clusters"].isna().all()
+    assert df.loc[df.grouping == "mi", "clusters"].notna().all()
+    for col, kind in [("epoch", "int64"), ("width", "int64"), ("pckh", "float64"), ("pckh_occluded", "float64"),
+                      ("stopped_early", "boolean"), ("status", "string")]:
+        assert str(df[col].dtype) == kind, col
+    assert set(df["status"]) == {"TERMINATED"}
+    last = df.groupby("trial_id")["epoch"].max()
+    early = df.groupby("trial_id")["stopped_early"].first()
+    assert ((last < 4) == early).all()
+    assert early.any(), "ASHA (grace 2, rf 2) stops at least one of 5 trials"
+    assert df["pckh"].between(0, 100).all() and df["git_commit"].str.len().gt(6).all()
+    cfg = json.loads(df["config"].iloc[0])
+    assert cfg["synthetic_train"] == 32 and cfg["epochs"] == 4
+    assert (df["groups"].str.count(r"\|") + 1 == df.apply(
+        lambda r: {"shared": 1, "per-part": 16, "human": 6}.get(r.grouping, r.clusters), axis=1)).all()
+    again = sweep(tmp_path, "--name", "e2e", "--num-samples", "5", *TINY_SET)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--resume" in again.stderr
+    assert pd.read_parquet(tmp_path / "results" / "e2e.parquet").equals(df)  # nothing overwritten
+
+
+def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("METRIC = 'pckh'\ndef space(trial):\n    return None\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(bad)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "missing MODE" in r.stderr and "Traceback" not in r.stderr
+    assert time.time() - t0 < 60
+    bad.write_text((ROOT / "search/spaces/branches.py").read_text().replace('"preset": "small"', '"presett": 1'))
+    r = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(bad)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "presett" in r.stderr
+    r = sweep(tmp_path, "--name", "never", "--resume")
+    assert r.returncode == 2 and "no sweep named 'never'" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    """Kill -9 the driver while trials run; --resume finishes with exactly N trials, no duplicate rows,
+    no finished trial re-run, and ASHA's rungs replayed from the Parquet history."""
+    n, epochs = 4, 6
+    args = ["--name", "kill", "--num-samples", str(n), "--max-epochs", str(epochs), "--concurrency", "2",
+            *TINY_SET]
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
+           "--results", str(tmp_path / "results"), *args]
+    parquet = tmp_path / "results" / "kill.parquet"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if parquet.exists() and len(read_results(parquet)) >= 5:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    before = pd.read_parquet(parquet)
+    assert 5 <= len(before) and (before["status"] == "RUNNING").any()
+    finished_before = set(before.loc[before.status == "TERMINATED", "trial_id"])
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+    r = sweep(tmp_path, "--resume", *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    after = pd.read_parquet(parquet)
+    assert after["trial_id"].nunique() == n
+    assert not after.duplicated(["trial_id", "epoch"]).any()
+    assert set(after["status"]) == {"TERMINATED"}
+    for _, grp in after.groupby("trial_id"):
+        assert sorted(grp["epoch"]) == list(range(1, grp["epoch"].max() + 1))  # epochs continue, no gaps
+    # finished trials were not re-run: their rows are byte-identical
+    for tid in finished_before:
+        a = before[before.trial_id == tid].drop(columns=["status", "stopped_early"]).reset_index(drop=True)
+        b = after[after.trial_id == tid].drop(columns=["status", "stopped_early"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b)
+    # in-flight trials continued from their last checkpoint: at most one already-reported epoch is redone
+    merged = before.merge(after, on=["trial_id", "epoch"], suffixes=("_before", "_after"))
+    redone = merged[merged.reported_at_before != merged.reported_at_after].groupby("trial_id").size()
+    assert (redone <= 1).all(), redone
+    assert f"ASHA: replayed {len(before)}" in r.stdout
+    changed = tmp_path / "changed.py"
+    changed.write_text((ROOT / "search/spaces/branches.py").read_text() + "\n# edit\n")
+    r = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(changed), "--name", "kill",
+                        "--resume", "--results", str(tmp_path / "results")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "changed" in r.stderr
+
+
+def test_asha_replay_restores_rungs(tmp_path):
+    from search.results import ResultsTable
+    from search.tune_ext import ReplayASHA
+
+    table = ResultsTable(tmp_path / "h.parquet", "h", 8)
+    cfg = json.dumps({"grouping": "shared", "clusters": None, "width": 16, "depth": 1, "stacks": 2})
+    for i, (tid, epoch, v) in enumerate([("a", 1, 10.0), ("a", 2, 20.0), ("b", 1, 5.0), ("b", 2, 8.0),
+                                         ("c", 1, 30.0), ("a", 3, 25.0), ("a", 4, 40.0)]):
+        table.add(tid, {"epoch": epoch, "pckh": v, "resolved_config": cfg, "groups": "x"})
+        table.rows[(tid, epoch)]["reported_at"] = float(i)
+    table.write()
+    sched = ReplayASHA(str(tmp_path / "h.parquet"), time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2,
+                       metric="pckh", mode="max")
+    sched._replay()
+    assert sched.replayed_results == 7
+    assert dict(sched.rung_sizes()) == {8: 0, 4: 1, 2: 2, 1: 3}
+    # a new trial scoring below the recorded epoch-1 median is stopped, exactly as without a restart
+    from ray.tune.schedulers import TrialScheduler
+
+    class T:
+        trial_id = "d"
+
+    assert sched._brackets[0].on_result(T(), 1, 6.0) == TrialScheduler.STOP
