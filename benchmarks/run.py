@@ -89,6 +89,23 @@ class PlainHourglassNet(nn.Module):
         return outs
 
 
+class SerialBranches(nn.Module):
+    """The straightforward branch implementation: G separate modules run one after another (what the
+    grouped-convolution BranchBank in pbn/model.py replaces)."""
+
+    def __init__(self, channels, groups, width, depth):
+        super().__init__()
+        self.groups = [list(g) for g in groups]
+        self.branches = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            *[PlainResidual(width, width) for _ in range(depth)], nn.Conv2d(width, len(g), 1)) for g in groups)
+        order = [j for g in self.groups for j in g]
+        self.register_buffer("inverse", torch.tensor([order.index(j) for j in range(16)]), persistent=False)
+
+    def forward(self, shared):
+        return torch.cat([b(shared) for b in self.branches], 1).index_select(1, self.inverse)
+
+
 # ------------------------------------------------------------------------------- measurements
 PRESETS = {"small": dict(input_size=64, channels=64, hg_depth=2, stacks=2, batch=16),
            "paper": dict(input_size=256, channels=256, hg_depth=4, stacks=8, batch=16)}
@@ -102,6 +119,10 @@ def build(kind: str, preset: str, grouping: str, width: int, depth: int):
     pbn = StackedPBN(resolve_groups(grouping, 5 if grouping == "mi" else None), width, depth, p["stacks"],
                      p["channels"], p["hg_depth"])
     if kind == "pbn":
+        return pbn
+    if kind == "serial":
+        for i in range(len(pbn.branches)):
+            pbn.branches[i] = SerialBranches(p["channels"], pbn.groups, width, depth)
         return pbn
     target = count_flops(pbn, p["input_size"])
     best = None
@@ -182,9 +203,11 @@ def train_step_table(quick: bool) -> list[dict]:
             if preset == "paper" and not cuda:
                 base["batch"] = 4  # 8 stacks at 256x256 on 2 CPU cores: keep the run short
             pbn, plain = run_one({**base, "kind": "pbn"}), run_one({**base, "kind": "plain"})
+            serial = run_one({**base, "kind": "serial"}) if grouping != "shared" else pbn
             rows.append({"preset": preset, "grouping": grouping, "W": width, "D": depth,
                          "precision": ("bf16" if bf16 else "fp32") + ("+cl" if cl else ""),
-                         "pbn_img_s": pbn["images_per_second"], "plain_img_s": plain["images_per_second"],
+                         "pbn_img_s": pbn["images_per_second"], "serial_branches_img_s": serial["images_per_second"],
+                         "plain_img_s": plain["images_per_second"],
                          "pbn_gflops": pbn["gflops"], "plain_gflops": plain["gflops"],
                          "ratio_per_flop": (pbn["images_per_second"] * pbn["gflops"])
                          / (plain["images_per_second"] * plain["gflops"]),
@@ -282,7 +305,8 @@ def main() -> int:
     print(f"# benchmarks {date.today()} on {dev}, torch {torch.__version__}\n")
     t0 = time.time()
     steps = train_step_table(a.quick)
-    print("## train step: PBN vs plain stacked hourglass (ratio_per_flop = PBN FLOP/s over plain FLOP/s)")
+    print("## train step: PBN (grouped branch bank) vs the same PBN with serial branches vs a plain stacked")
+    print("## hourglass of about equal FLOPs (ratio_per_flop = PBN FLOP/s over plain FLOP/s)")
     print(fmt(steps) + "\n")
     rates = {64: next(r["pbn_img_s"] for r in steps if r["preset"] == "small" and r["grouping"] == "mi"),
              256: next(r["pbn_img_s"] for r in steps if r["preset"] == "paper" and r["grouping"] == "mi")}

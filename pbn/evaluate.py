@@ -35,7 +35,8 @@ from pbn.skeleton import (
 PCKH_ALPHA = 0.5
 PCKH_ALPHA_FINE = 0.10
 LSP_ALPHA = 0.2
-AUC_ALPHAS = np.round(np.arange(0, 51) * 0.01, 2)
+AUC_ALPHAS = np.round(np.arange(0, 51) * 0.01, 2)  # MPII: 0..0.5
+LSP_AUC_ALPHAS = np.round(np.arange(0, 21) * 0.01, 2)  # LSP (eval_pose): 0..0.2
 REPORT_KEYS = ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
 
 
@@ -72,7 +73,7 @@ def joint_mean(pck: np.ndarray, counts: np.ndarray, include: np.ndarray, weighte
     return float(pck[keep].mean())
 
 
-def _summary(err, flags, include, groups, alpha, fine_alpha, conv: Convention, lsp_head_mean=False) -> dict:
+def _summary(err, flags, include, groups, alpha, fine_alpha, auc_alphas, conv: Convention) -> dict:
     annotated = flags != MISSING
     pck, counts = per_joint(err, annotated, alpha, conv.strict)
     out = {}
@@ -82,7 +83,7 @@ def _summary(err, flags, include, groups, alpha, fine_alpha, conv: Convention, l
     fine, fcounts = per_joint(err, annotated, fine_alpha, conv.strict)
     out[f"mean@{fine_alpha:g}"] = joint_mean(fine, fcounts, include, conv.weighted)
     out["auc"] = float(np.mean([joint_mean(*per_joint(err, annotated, a, conv.strict), include, conv.weighted)
-                                for a in AUC_ALPHAS]))
+                                for a in auc_alphas]))
     known = np.isin(flags, (VISIBLE, OCCLUDED))
     if (annotated & ~known).any() or not known.any():
         if (flags == ANNOTATED).any():
@@ -110,7 +111,7 @@ def mpii_pckh(pred, gt, flags, head_size, convention: str = "hrnet", alpha: floa
     err = normalized_errors(pred, gt, np.asarray(head_size, np.float64))
     include = np.ones(NUM_JOINTS, bool)
     include[list(MPII_MEAN_EXCLUDED)] = False
-    out = _summary(err, np.asarray(flags), include, MPII_REPORT_GROUPS, alpha, PCKH_ALPHA_FINE, conv)
+    out = _summary(err, np.asarray(flags), include, MPII_REPORT_GROUPS, alpha, PCKH_ALPHA_FINE, AUC_ALPHAS, conv)
     return {**out, "convention": convention, "metric": f"PCKh@{alpha:g}"}
 
 
@@ -121,9 +122,8 @@ def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA) -> dict:
     torso = np.linalg.norm(gt[:, LSP_TORSO[0]] - gt[:, LSP_TORSO[1]], axis=-1)
     err = normalized_errors(pred, gt, torso)
     scored = np.where(flags == MISSING, VISIBLE, flags)  # LSP scores every joint
-    out = _summary(err, scored, np.ones(gt.shape[1], bool), LSP_REPORT_GROUPS, alpha, 0.1, CONVENTIONS["hrnet"])
-    out["auc"] = float(np.mean([joint_mean(*per_joint(err, scored != MISSING, a, False), np.ones(14, bool), True)
-                                for a in np.round(np.arange(0, 21) * 0.01, 2)]))
+    out = _summary(err, scored, np.ones(gt.shape[1], bool), LSP_REPORT_GROUPS, alpha, 0.1, LSP_AUC_ALPHAS,
+                   CONVENTIONS["hrnet"])
     return {**out, "convention": "eval_pose", "metric": f"PCK@{alpha:g}"}
 
 

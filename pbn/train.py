@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,8 +146,6 @@ def validate(model, loader, source: Source, device, amp: bool, channels_last: bo
     else:
         gt = np.stack([r.joints for r in source.records])
         head = np.array([r.head_size for r in source.records], dtype=np.float64)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing visibility is reported as NaN columns
             score = mpii_pckh(preds, gt[..., :2], gt[..., 2], head)

@@ -7,6 +7,8 @@ epoch, in report order) into its rungs before the first trial is added.
 PruneAwareOptuna: stock OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETED with its last,
 low-epoch score, and TPE then learns from it as if final. Here intermediate values are reported per
 epoch (not per training_iteration, which restarts on restore) and stopped trials are told PRUNED.
+It also resamples a proposal identical to an existing trial (TPE re-proposes points of a discrete
+space; training is deterministic, so a repeat would spend a whole trial to learn nothing).
 """
 
 from __future__ import annotations
@@ -56,9 +58,29 @@ class ReplayASHA(ASHAScheduler):
 
 
 class PruneAwareOptuna(OptunaSearch):
+    RESAMPLE_ATTEMPTS = 32  # then accept a repeat (a space smaller than num_samples has nothing new)
+
     def __init__(self, *args, max_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self.resampled = 0
+
+    def suggest(self, trial_id: str):
+        for _ in range(self.RESAMPLE_ATTEMPTS):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if not isinstance(config, dict) or ot_trial is None or not self._is_repeat(ot_trial):
+                return config
+            # Failed trials teach TPE nothing, so this discards the proposal without biasing the model.
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            del self._ot_trials[trial_id]
+            self.resampled += 1
+        return super().suggest(trial_id)
+
+    def _is_repeat(self, ot_trial) -> bool:
+        params = ot_trial.params
+        return any(t.number != ot_trial.number and t.state != TrialState.FAIL and t.params == params
+                   for t in self._ot_study.get_trials(deepcopy=False))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

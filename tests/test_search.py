@@ -142,3 +142,28 @@ def test_asha_replay_restores_rungs(tmp_path):
         trial_id = "d"
 
     assert sched._brackets[0].on_result(T(), 1, 6.0) == TrialScheduler.STOP
+
+
+def test_searcher_resamples_repeated_proposals_and_prunes_stopped_trials():
+    from optuna.trial import TrialState
+
+    from search.tune_ext import PruneAwareOptuna
+
+    def tiny_space(trial):
+        trial.suggest_categorical("grouping", ["shared", "human"])
+        trial.suggest_int("width", 16, 32, step=16)
+
+    s = PruneAwareOptuna(space=tiny_space, metric="pckh", mode="max", seed=0, max_epochs=4,
+                         points_to_evaluate=[{"grouping": "shared", "width": 16}, {"grouping": "shared", "width": 16}])
+    seen = [tuple(sorted(s.suggest(f"t{i}").items())) for i in range(4)]
+    assert len(set(seen)) == 4, seen  # all 4 points of the space, although the 2nd seed repeats the 1st
+    assert s.resampled >= 1
+    s.on_trial_result("t0", {"pckh": 10.0, "epoch": 1})
+    s.on_trial_complete("t0", {"pckh": 10.0, "epoch": 2})  # ASHA stopped it at epoch 2 of 4
+    s.on_trial_result("t1", {"pckh": 20.0, "epoch": 4})
+    s.on_trial_complete("t1", {"pckh": 20.0, "epoch": 4})
+    states = {t.number: t.state for t in s._ot_study.get_trials() if t.state != TrialState.FAIL}
+    assert TrialState.PRUNED in states.values() and TrialState.COMPLETE in states.values()
+    pruned = next(t for t in s._ot_study.get_trials() if t.state == TrialState.PRUNED)
+    assert pruned.intermediate_values == {1: 10.0, 2: 10.0}  # keyed by epoch, for TPE's pruned ranking
+    assert tuple(sorted(s.suggest("t4").items())) in seen  # space exhausted: a repeat is accepted

@@ -294,7 +294,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         import scipy.io
 
         try:
-            keys = set(scipy.io.whosmat(p) and [k for k, *_ in scipy.io.whosmat(p)])
+            keys = {name for name, *_ in scipy.io.whosmat(p)}
         except Exception as e:
             raise DataError(f"{p}: not a readable .mat file ({e})") from None
         if "joints" in keys:
