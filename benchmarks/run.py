@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -220,7 +221,7 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
 
     from pbn.config import resolve
     from pbn.data import readers
-    from pbn.data.dataset import PoseDataset, Source
+    from pbn.data.dataset import PoseDataset, Source, _file_loader
     from pbn.data.synthetic import SyntheticPoses
 
     torch.set_num_threads(1)
@@ -229,12 +230,18 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
     n = 20 if quick else 60
     for size in (256, 64):
         cfg = resolve({"input_size": size, "hg_depth": 2 if size == 64 else 4})
-        jpeg = Source("mpii", records, lambda i: cv2.imread(records[i].image))
+        jpeg = Source("mpii", records, lambda i, r=1: cv2.imread(records[i].image))
+        reduced = Source("mpii", records, _file_loader(records), max_reduction=8)
         ds = PoseDataset(jpeg, cfg, train=True)
         t0 = time.perf_counter()
         for k in range(n):
             ds.item(k % len(records), k)
         jpeg_rate = n / (time.perf_counter() - t0)
+        rds = PoseDataset(reduced, cfg, train=True)
+        t0 = time.perf_counter()
+        for k in range(n):
+            rds.item(k % len(records), k)
+        reduced_rate = n / (time.perf_counter() - t0)
         syn = SyntheticPoses(0, "train", size, n)
         sds = PoseDataset(Source("synthetic", syn.records, syn.load_image), cfg, train=True)
         t0 = time.perf_counter()
@@ -246,18 +253,22 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
             syn.load_image(k)
         gen_rate = n / (time.perf_counter() - t0)
         train = train_rates.get(size, float("nan"))
-        rows.append({"size": size, "jpeg_pipeline_img_s": jpeg_rate, "synthetic_pipeline_img_s": syn_rate,
-                     "synthetic_render_only_img_s": gen_rate, "train_step_img_s": train,
-                     "headroom_jpeg": jpeg_rate / train, "headroom_synthetic": syn_rate / train})
+        rows.append({"size": size, "jpeg_full_decode_img_s": jpeg_rate, "jpeg_reduced_decode_img_s": reduced_rate,
+                     "synthetic_pipeline_img_s": syn_rate, "synthetic_render_only_img_s": gen_rate,
+                     "train_step_img_s": train, "headroom_jpeg": reduced_rate / train,
+                     "headroom_synthetic": syn_rate / train})
     return rows
 
 
 def sweep_table(parquet: str | None, quick: bool) -> dict:
+    """Where a sweep's time goes. slot_share: train+val seconds over command wall x concurrency (what the
+    cluster bought); trial_share: train+val over the trials' own wall time (start-up, reporting and
+    checkpointing are the rest); startup: controller start -> first epoch begins, per trial."""
     import pandas as pd
 
     t_cmd = time.time()
-    log = ""
-    if parquet is None:
+    ran_here = parquet is None
+    if ran_here:
         out = Path(tempfile.mkdtemp(prefix="pbn-bench-"))
         cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
                "--results", str(out), "--name", "bench", "--num-samples", "4", "--max-epochs", "2" if quick else "4",
@@ -265,21 +276,25 @@ def sweep_table(parquet: str | None, quick: bool) -> dict:
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
-        parquet, log = str(out / "bench.parquet"), r.stdout
-    wall = time.time() - t_cmd
-    df = pd.read_parquet(parquet)
+        parquet = str(out / "bench.parquet")
     state = json.loads(Path(parquet).with_suffix(".sweep.json").read_text())
-    first_report = df["reported_at"].min() - (t_cmd if log else state["created"])
-    df = df.sort_values(["trial_id", "epoch"])
-    gaps = df.groupby("trial_id")["reported_at"].diff()
-    overhead = (gaps - df["epoch_seconds"]).dropna()
+    start = t_cmd if ran_here else state["created"]  # an existing sweep: from its state file (~2 s after the command)
+    df = pd.read_parquet(parquet).sort_values(["trial_id", "epoch"])
+    end = df["reported_at"].max()
+    concurrency = os.cpu_count() // max(1, int(state["fixed"].get("threads") or 1))
+    overhead = (df.groupby("trial_id")["reported_at"].diff() - df["epoch_seconds"]).dropna()
     busy = (df["train_seconds"] + df["val_seconds"]).sum()
-    trial_wall = df["epoch_seconds"].sum() + overhead.clip(lower=0).sum()
-    last = df["reported_at"].max() - (t_cmd if log else state["created"])
-    return {"parquet": parquet, "trials": df.trial_id.nunique(), "epochs": len(df),
-            "train_val_share_of_trial_time": busy / trial_wall,
-            "command_to_first_epoch_s": first_report, "per_epoch_overhead_s_median": float(overhead.median()),
-            "command_to_last_epoch_s": last, "wall_s": wall if log else float("nan")}
+    per_trial = df.groupby("trial_id").agg(first=("reported_at", "min"), last=("reported_at", "max"),
+                                           started=("trial_started_at", "first"),
+                                           first_epoch=("epoch_seconds", "first"))
+    trial_wall = (per_trial["last"] - per_trial["started"]).sum()
+    startup = per_trial["first"] - per_trial["first_epoch"] - per_trial["started"]
+    return {"trials": df.trial_id.nunique(), "epochs": len(df), "wall_s": end - start,
+            "slot_share": busy / ((end - start) * concurrency), "trial_share": busy / trial_wall,
+            "startup_s_median": float(startup.median()),
+            "setup_in_trial_s_median": float(df["setup_seconds"].median()),
+            "per_epoch_overhead_s": float(overhead.median()),
+            "command_to_first_epoch_s": df["reported_at"].min() - start}
 
 
 def fmt(rows: list[dict]) -> str:

@@ -195,6 +195,7 @@ def fit(
 ) -> list[dict]:
     """Train cfg.epochs epochs (continuing from a checkpoint file if given). on_epoch(metrics, out_dir)
     is called after each epoch's checkpoint is on disk. Returns the per-epoch metrics."""
+    t_setup = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "code_version": code_version()}, indent=2))
@@ -202,7 +203,7 @@ def fit(
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
     cuda = device.type == "cuda"
-    amp, channels_last = cuda and cfg.bf16, cuda and cfg.channels_last
+    amp, channels_last = cuda and cfg.bf16, cfg.channels_last
     torch.backends.cudnn.benchmark = cuda and cfg.cudnn_benchmark
     train_src, val_src = load_source(cfg, "train"), load_source(cfg, "valid")
     if val_src.name == "mpii" and any(r.head_size is None for r in val_src.records):
@@ -241,12 +242,14 @@ def fit(
 
         writer = SummaryWriter(str(out / "tb"))
     show = sys.stderr.isatty() if progress is None else progress
+    setup_seconds = time.perf_counter() - t_setup  # data sources, MI groups, model, checkpoint load
     try:
         for epoch in range(start, cfg.epochs):
             sampler.epoch = epoch
             t0 = time.perf_counter()
             bar = _bar(show, len(loader) * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}")
-            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "groups": group_label(groups)}
+            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "groups": group_label(groups),
+                       "setup_seconds": setup_seconds}
             metrics.update(train_one_epoch(model, loader, optimizer, device, epoch + 1, amp, channels_last, bar))
             if bar is not None:
                 bar.close()

@@ -22,6 +22,9 @@ class ParquetCallback(Callback):
             self.setup()
         return self.table
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._table().start(trial.trial_id)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and "resolved_config" in result:
             self._table().add(trial.trial_id, result, trial.run_metadata.num_failures)

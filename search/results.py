@@ -16,13 +16,14 @@ import pandas as pd
 
 METRIC_COLUMNS = ("pckh", "pckh_visible", "pckh_occluded", "pckh_head", "pckh_shoulder", "pckh_elbow",
                   "pckh_wrist", "pckh_hip", "pckh_knee", "pckh_ankle", "pckh_0_1", "pckh_auc", "train_loss",
-                  "val_loss", "epoch_seconds", "train_seconds", "val_seconds", "images_per_second", "lr")
+                  "val_loss", "epoch_seconds", "train_seconds", "val_seconds", "setup_seconds", "images_per_second",
+                  "lr")
 SCHEMA = {
     "sweep": "string", "trial_id": "string", "epoch": "int64", "status": "string", "stopped_early": "boolean",
     "grouping": "string", "clusters": "Int64", "width": "int64", "depth": "int64", "stacks": "int64",
     "groups": "string", **{c: "float64" for c in METRIC_COLUMNS}, "node": "string", "node_id": "string",
     "git_commit": "string",
-    "num_failures": "int64", "reported_at": "float64", "config": "string",
+    "num_failures": "int64", "trial_started_at": "float64", "reported_at": "float64", "config": "string",
 }
 
 
@@ -31,10 +32,16 @@ class ResultsTable:
         self.path, self.sweep, self.max_epochs = Path(path), sweep, max_epochs
         self.rows: dict[tuple[str, int], dict] = {}
         self.trial_status: dict[str, tuple[str, int]] = {}
+        self.started: dict[str, float] = {}
         if self.path.exists():
             for row in read_results(self.path).to_dict("records"):
                 self.rows[(row["trial_id"], int(row["epoch"]))] = row
                 self.trial_status[row["trial_id"]] = (row["status"], int(row["num_failures"]))
+                self.started.setdefault(row["trial_id"], row["trial_started_at"])
+
+    def start(self, trial_id: str) -> None:
+        """The controller started the trial (driver clock); a restart after a failure keeps the first."""
+        self.started.setdefault(trial_id, time.time())
 
     def add(self, trial_id: str, result: dict, num_failures: int = 0) -> None:
         """A reported epoch. A re-reported epoch (trial resumed from an older checkpoint) replaces the row."""
@@ -60,6 +67,7 @@ class ResultsTable:
         for (tid, _), row in sorted(self.rows.items(), key=lambda kv: (kv[1]["reported_at"], kv[0])):
             status, failures = self.trial_status.get(tid, ("RUNNING", 0))
             records.append({**row, "status": status, "num_failures": failures,
+                            "trial_started_at": self.started.get(tid, float("nan")),
                             "stopped_early": status == "TERMINATED" and last[tid] < self.max_epochs})
         df = pd.DataFrame.from_records(records, columns=list(SCHEMA))
         return df.astype(SCHEMA)
