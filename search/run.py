@@ -163,7 +163,8 @@ def run(args) -> Path:
         tuner = Tuner(
             trainable,
             tune_config=TuneConfig(metric=space.METRIC, mode=space.MODE, search_alg=searcher, scheduler=scheduler,
-                                   num_samples=num_samples, max_concurrent_trials=args.concurrency),
+                                   num_samples=num_samples, max_concurrent_trials=args.concurrency,
+                                   reuse_actors=True),
             run_config=RunConfig(
                 name=name, storage_path=storage, verbose=1,
                 callbacks=[ParquetCallback(str(parquet), name, max_epochs)],
