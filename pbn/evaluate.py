@@ -129,28 +129,17 @@ def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA) -> dict:
 
 # ------------------------------------------------------------------------------------------- CLI
 def _load_preds(path: Path, joints: int) -> np.ndarray:
+    from pbn.data import readers
+
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = np.load(path)
     elif suffix == ".mat":
-        import scipy.io
-
-        try:
-            m = scipy.io.loadmat(path)
-        except Exception as e:
-            raise DataError(f"{path}: not a readable .mat file ({e})") from None
-        if "preds" not in m:
-            raise DataError(f"{path}: missing key 'preds' (have {[k for k in m if not k.startswith('__')]})")
-        arr = m["preds"]
+        arr = readers.load_mat(path, ("preds",))["preds"]
     elif suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            if "preds" not in f:
-                raise DataError(f"{path}: missing dataset 'preds' (have {sorted(f.keys())})")
-            arr = f["preds"][()]
+        arr = readers.read_h5_dataset(path, "preds")
     else:
         raise DataError(f"{path}: predictions must be .mat, .h5 or .npy, got {suffix!r}")
     arr = np.asarray(arr, dtype=np.float64)

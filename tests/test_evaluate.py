@@ -147,3 +147,19 @@ def test_evaluate_cli_lsp_matlab_layout(tmp_path):
     r = run_cli("pbn.evaluate", "--dataset", "lsp", "--preds", str(tmp_path / "p.npy"), "--gt", str(LSP_JSON), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["mean"] == 100
+
+
+def test_h5_predictions_and_missing_dataset(tmp_path):
+    import h5py
+
+    from pbn.evaluate import score_files
+
+    gt = VALID / "gt_valid_first200.mat"
+    g = readers.read_gt_mat(gt)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["preds"] = g["joints"] + 1
+    assert score_files(tmp_path / "p.h5", gt)["mean"] == 100
+    with h5py.File(tmp_path / "q.h5", "w") as f:
+        f["other"] = g["joints"]
+    r = run_cli("pbn.evaluate", "--preds", str(tmp_path / "q.h5"), "--gt", str(gt))
+    assert r.returncode == 2 and "missing dataset 'preds'" in r.stderr

@@ -121,6 +121,27 @@ def _h5_get(f, key: str, path):
     return f[key][()]
 
 
+def read_h5_dataset(path, key: str) -> np.ndarray:
+    with _h5(path) as f:
+        return _h5_get(f, key, path)
+
+
+def load_mat(path, required: tuple[str, ...]) -> dict:
+    """A .mat file's variables; DataError naming the file if unreadable or a required key is missing."""
+    import scipy.io
+
+    p = _need_file(path)
+    try:
+        m = scipy.io.loadmat(p)
+    except Exception as e:  # scipy raises several unrelated types for a bad file
+        raise DataError(f"{p}: not a readable .mat file ({e})") from None
+    missing = [k for k in required if k not in m]
+    if missing:
+        have = [k for k in m if not k.startswith("__")]
+        raise DataError(f"{p}: missing key{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} (have {have})")
+    return m
+
+
 def read_mpii_h5(path, image_dir=None) -> list[PoseRecord]:
     """Newell's pose-hg-train annot/{train,valid}.h5: `imgname`, `part` (0 = missing), `visible`,
     `center`/`scale` already adjusted, `normalize` = 0.6 x head-box diagonal (valid only)."""
@@ -149,17 +170,8 @@ def read_mpii_h5(path, image_dir=None) -> list[PoseRecord]:
 def read_gt_mat(path) -> dict[str, np.ndarray]:
     """gt_valid.mat / detections_our_format.mat -> joints [N,16,2] 0-based, annotated [N,16] bool,
     head_size [N] (0.6 x head-box diagonal)."""
-    import scipy.io
-
-    p = _need_file(path)
-    try:
-        m = scipy.io.loadmat(p)
-    except Exception as e:  # scipy raises several unrelated types for a bad file
-        raise DataError(f"{p}: not a readable .mat file ({e})") from None
-    for key in ("pos_gt_src", "jnt_missing", "headboxes_src"):
-        if key not in m:
-            raise DataError(f"{p}: missing key {key!r} (a gt_valid.mat-style file needs pos_gt_src, "
-                            "jnt_missing, headboxes_src)")
+    p = Path(path)
+    m = load_mat(p, ("pos_gt_src", "jnt_missing", "headboxes_src"))
     pos, miss, hb = m["pos_gt_src"], m["jnt_missing"], m["headboxes_src"]
     if pos.ndim != 3 or pos.shape[:2] != (NUM_JOINTS, 2) or miss.shape != (NUM_JOINTS, pos.shape[2]) \
             or hb.shape != (2, 2, pos.shape[2]):
@@ -173,8 +185,7 @@ def read_visibility(path) -> np.ndarray:
     """MPII is_visible [N, 16] bool from a pose-hg-train .h5 (`visible`) or a bearpaw JSON (`joint_self`)."""
     p = _need_file(path)
     if p.suffix in (".h5", ".hdf5"):
-        with _h5(p) as f:
-            v = _h5_get(f, "visible", p)
+        v = read_h5_dataset(p, "visible")
     elif p.suffix == ".json":
         data = _load_json(p)
         if not isinstance(data, list):
@@ -241,16 +252,8 @@ def lsp_records(joints: np.ndarray, occluded: np.ndarray, names: list[str], imag
 def read_lsp_mat(path, image_dir=None, first_index: int = 1) -> list[PoseRecord]:
     """LSP joints.mat: original 3x14xN (row 3: 1 = occluded) or LSP-extended 14x3xN (column 3: 1 = visible).
     Images are im0001.jpg.. (4 digits, original) or im00001.jpg.. (5 digits, extended)."""
-    import scipy.io
-
-    p = _need_file(path)
-    try:
-        m = scipy.io.loadmat(p)
-    except Exception as e:
-        raise DataError(f"{p}: not a readable .mat file ({e})") from None
-    if "joints" not in m:
-        raise DataError(f"{p}: missing key 'joints'")
-    j = m["joints"]
+    p = Path(path)
+    j = load_mat(p, ("joints",))["joints"]
     if j.shape[:2] == (3, 14):
         xy, occluded, digits = np.transpose(j[:2], (2, 1, 0)), j[2].T > 0, 4
     elif j.shape[:2] == (14, 3):
