@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false", default=None)
     p.add_argument("--train-limit", type=int)
     p.add_argument("--val-limit", type=int)
     p.add_argument("--synthetic-train", type=int)
