@@ -85,7 +85,7 @@ def load_source(cfg, split: str) -> Source:
 
         n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
         syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n)
-        return Source("synthetic", _limit(syn.records, cfg, split), lambda i, r=1: syn.load_image(i))
+        return Source("synthetic", _limit(syn.records, cfg, split), syn.load_image)
     root = Path(cfg.data_root)
     if not root.is_dir():
         raise DataError(f"data_root {root}: directory not found")

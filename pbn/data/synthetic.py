@@ -209,5 +209,7 @@ class SyntheticPoses:
     def __len__(self) -> int:
         return len(self.records)
 
-    def load_image(self, i: int) -> np.ndarray:
+    def load_image(self, i: int, reduction: int = 1) -> np.ndarray:
+        """Rendered at the dataset's size; `reduction` is accepted for the Source protocol and is always 1
+        here (a synthetic Source has max_reduction 1)."""
         return render(self.scenes[i], self.seed, self.split, i, self.size)
