@@ -196,7 +196,9 @@ def train_step_table(quick: bool) -> list[dict]:
     cases = [("small", "shared", 64, 1), ("small", "mi", 32, 1), ("small", "per-part", 16, 1),
              ("paper", "shared", 256, 1), ("paper", "mi", 64, 1)]
     for preset, grouping, width, depth in cases:
-        steps = (3 if quick else 5) if (preset == "paper" and not cuda) else (10 if quick else 30)
+        slow = preset == "paper" and not cuda
+        steps = (3 if quick else 5) if slow else (10 if quick else 20)
+        repeats = 1 if slow or quick else 3  # a 2-core VM drifts between processes: interleave, keep the best
         if cuda:
             precisions = [(False, False), (False, True), (True, False), (True, True)]
         else:  # 8 stacks at 256x256 take ~8 s a step on 2 cores: measure only the default layout there
@@ -206,8 +208,13 @@ def train_step_table(quick: bool) -> list[dict]:
                         channels_last=cl, steps=steps, warmup=2)
             if preset == "paper" and not cuda:
                 base["batch"] = 4  # 8 stacks at 256x256 on 2 CPU cores: keep the run short
-            pbn, plain = run_one({**base, "kind": "pbn"}), run_one({**base, "kind": "plain"})
-            serial = run_one({**base, "kind": "serial"}) if grouping != "shared" else pbn
+            kinds = ["pbn", "plain"] + (["serial"] if grouping != "shared" else [])
+            runs = {k: [] for k in kinds}
+            for _ in range(repeats):
+                for k in kinds:
+                    runs[k].append(run_one({**base, "kind": k}))
+            best = {k: max(v, key=lambda r: r["images_per_second"]) for k, v in runs.items()}
+            pbn, plain, serial = best["pbn"], best["plain"], best.get("serial", best["pbn"])
             rows.append({"preset": preset, "grouping": grouping, "W": width, "D": depth,
                          "precision": ("bf16" if bf16 else "fp32") + ("+cl" if cl else ""),
                          "pbn_img_s": pbn["images_per_second"], "serial_branches_img_s": serial["images_per_second"],
@@ -334,7 +341,7 @@ def main() -> int:
         s = sweep_table(a.sweep_parquet, a.quick)
         print("## sweep efficiency")
         print(fmt([{k: v for k, v in s.items() if k != "parquet"}]))
-        print(f"(from {s['parquet']})\n")
+        print(f"(from {a.sweep_parquet or 'a short sweep run here'})\n")
     print(f"total benchmark time {time.time() - t0:.0f} s")
     return 0
 

@@ -165,7 +165,7 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -175,7 +175,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: Co
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "rng": _rng_state(), "config": cfg.to_dict(), "code_version": code_version(),
              "history": history}
-    atomic_write_bytes(path, lambda p: torch.save(state, p))
+    atomic_write(path, lambda p: torch.save(state, p))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -270,7 +270,7 @@ def fit(
     finally:
         if writer is not None:
             writer.close()
-    atomic_write_bytes(out / "metrics.json", lambda p: p.write_text(json.dumps(
+    atomic_write(out / "metrics.json", lambda p: p.write_text(json.dumps(
         {"config": cfg.to_dict(), "code_version": code_version(), "history": history}, indent=2)))
     return history
 

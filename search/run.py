@@ -7,12 +7,13 @@ scheduler keyed on the reported `epoch`, runs the trials, and keeps results/<nam
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from pbn.config import ConfigError, resolve
 from search.results import ResultsTable, final_rows
@@ -111,6 +112,19 @@ def _is_network_fs(path: str) -> bool:
                                                            "beegfs", "ceph", "fuse", "glusterfs")
 
 
+def _has_snapshot(exp_dir: str) -> bool:
+    """An experiment_state-*.json exists (local path or URI). Tuner.can_restore only checks tuner.pkl, which
+    is written before any trial: restoring from it alone silently starts an empty sweep."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(exp_dir) if "://" in exp_dir else (pafs.LocalFileSystem(), exp_dir)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (OSError, ValueError):
+        return False
+    return any(os.path.basename(i.path).startswith("experiment_state-") for i in infos)
+
+
 def run(args) -> Path:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
@@ -151,8 +165,7 @@ def run(args) -> Path:
     _check_cluster(args.cpus_per_trial, args.gpus_per_trial, storage)
     trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    snapshot = glob.glob(os.path.join(exp_dir, "experiment_state-*.json")) if "://" not in storage else [exp_dir]
-    if args.resume and snapshot and Tuner.can_restore(exp_dir):
+    if args.resume and _has_snapshot(exp_dir) and Tuner.can_restore(exp_dir):
         print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
         tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -189,7 +202,7 @@ def _print_summary(table: ResultsTable, parquet: Path, seconds: float, max_epoch
     print(f"\nSweep {table.sweep!r}: {len(last)} trials, {len(df)} epoch rows, {seconds:.0f} s wall")
     print(f"{'rank':>4} {'grouping':<9} {'k':>2} {'W':>4} {'D':>2} {'PCKh':>6} {'occl.':>6} {'epochs':>6}  status")
     for i, r in last.iterrows():
-        k = "" if r["clusters"] is None or str(r["clusters"]) == "<NA>" else int(r["clusters"])
+        k = "" if pd.isna(r["clusters"]) else int(r["clusters"])
         state = "stopped early" if r["stopped_early"] else str(r["status"]).lower()
         print(f"{i + 1:>4} {r['grouping']:<9} {k!s:>2} {r['width']:>4} {r['depth']:>2} {r['pckh']:6.2f} "
               f"{r['pckh_occluded']:6.2f} {r['epoch']:>3}/{max_epochs:<2}  {state}")

@@ -167,3 +167,13 @@ def test_searcher_resamples_repeated_proposals_and_prunes_stopped_trials():
     pruned = next(t for t in s._ot_study.get_trials() if t.state == TrialState.PRUNED)
     assert pruned.intermediate_values == {1: 10.0, 2: 10.0}  # keyed by epoch, for TPE's pruned ranking
     assert tuple(sorted(s.suggest("t4").items())) in seen  # space exhausted: a repeat is accepted
+
+
+def test_snapshot_detection_needs_an_experiment_state(tmp_path):
+    """tuner.pkl alone (written before any trial) is not restorable state."""
+    from search.run import _has_snapshot
+
+    (tmp_path / "tuner.pkl").write_bytes(b"x")
+    assert not _has_snapshot(str(tmp_path)) and not _has_snapshot(str(tmp_path / "missing"))
+    (tmp_path / "experiment_state-2026-11-24_12-00-00.json").write_text("{}")
+    assert _has_snapshot(str(tmp_path))
