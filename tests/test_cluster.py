@@ -96,12 +96,14 @@ def test_node_loss_mid_trial(tmp_path, driver):
             peak[0] = max(peak[0], _ray_rss_mib())
             if parquet.exists():
                 df = read_results(parquet)
-                running = df[df.status == "RUNNING"]
-                busy = set(running.node_id)
-                if len(set(df.node_id)) == 2 and busy:
-                    victim_id = sorted(busy)[0]
+                # A trial whose last report is epoch 1 is certainly mid-flight: ASHA's first rung is epoch 2,
+                # so nothing can have stopped it (a trial at its final epoch may already be finishing).
+                last = df[df.status == "RUNNING"].sort_values("epoch").groupby("trial_id").tail(1)
+                fresh = last[last.epoch == 1]
+                if len(set(df.node_id)) == 2 and len(fresh):
+                    victim_id = fresh.node_id.iloc[0]
                     victim = next(w for w in workers if w.node_id == victim_id)
-                    loss["trials"] = set(running[running.node_id == victim_id].trial_id)
+                    loss["trials"] = set(fresh[fresh.node_id == victim_id].trial_id)
                     loss["time"] = time.time()
                     loss["survivor"] = next(w.node_id for w in workers if w is not victim)
                     cluster.remove_node(victim, allow_graceful=False)
