@@ -1,0 +1,1 @@
+"""Readers (plain records), the synthetic dataset, geometry transforms and the torch dataset."""
