@@ -11,11 +11,13 @@ class ParquetCallback(Callback):
     def __init__(self, path: str, sweep: str, max_epochs: int):
         self.path, self.sweep, self.max_epochs = path, sweep, max_epochs
         self.table: ResultsTable | None = None
+        self.ended_before: set[str] = set()
 
     def setup(self, **info):
         # Loaded here, not in __init__: after Tuner.restore this object comes back from a pickle made
         # when the sweep started, while the file on disk holds everything reported since.
         self.table = ResultsTable(self.path, self.sweep, self.max_epochs)
+        self.ended_before = self.table.ended()  # their status is final; a restored no-op run must not change it
 
     def _table(self) -> ResultsTable:
         if self.table is None:
@@ -31,9 +33,13 @@ class ParquetCallback(Callback):
             self.table.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._table().end(trial.trial_id, "TERMINATED", trial.run_metadata.num_failures)
-        self.table.write()
+        self._end(trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._table().end(trial.trial_id, "ERROR", trial.run_metadata.num_failures)
-        self.table.write()
+        self._end(trial, "ERROR")
+
+    def _end(self, trial, status: str) -> None:
+        table = self._table()
+        if trial.trial_id not in self.ended_before:
+            table.end(trial.trial_id, status, trial.run_metadata.num_failures)
+            table.write()

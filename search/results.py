@@ -56,6 +56,10 @@ class ResultsTable:
         self.rows[(trial_id, row["epoch"])] = row
         self.trial_status.setdefault(trial_id, ("RUNNING", num_failures))
 
+    def ended(self) -> set[str]:
+        """Trials this file records as finished (TERMINATED or ERROR)."""
+        return {tid for tid, (status, _) in self.trial_status.items() if status in ("TERMINATED", "ERROR")}
+
     def end(self, trial_id: str, status: str, num_failures: int = 0) -> None:
         self.trial_status[trial_id] = (status, num_failures)
 

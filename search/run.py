@@ -158,15 +158,19 @@ def run(args) -> Path:
         os.replace(tmp, state_path)
     max_epochs = fixed["epochs"]
 
+    ended = frozenset(ResultsTable(parquet, name, max_epochs).ended()) if args.resume else frozenset()
+
     import ray
 
     t0 = time.time()
     ray.init(address=args.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
     _check_cluster(args.cpus_per_trial, args.gpus_per_trial, storage)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed),
+    trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed, ended=ended),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if args.resume and _has_snapshot(exp_dir) and Tuner.can_restore(exp_dir):
         print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
+        # resume_errored: a trial the interruption itself left errored continues. Trials the Parquet file
+        # records as ERROR (retries used up before the interruption) are in `ended` and stay as they are.
         tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher = PruneAwareOptuna(space=space.space, metric=space.METRIC, mode=space.MODE, seed=args.seed,
@@ -187,9 +191,9 @@ def run(args) -> Path:
         )
     grid = tuner.fit()
     table = ResultsTable(parquet, name, max_epochs)
-    for result in grid:  # the authoritative final status of every trial
+    for result in grid:  # the final status of every trial that was still open when this run started
         tid = result.metrics.get("trial_id") if result.metrics else None
-        if tid and tid in table.trial_status:
+        if tid and tid in table.trial_status and tid not in ended:
             table.end(tid, "ERROR" if result.error else "TERMINATED", table.trial_status[tid][1])
     table.write()
     _print_summary(table, parquet, time.time() - t0, max_epochs)

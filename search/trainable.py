@@ -15,7 +15,12 @@ from pbn.config import resolve
 from pbn.train import CHECKPOINT, code_version, fit
 
 
-def train_trial(config: dict, fixed: dict) -> None:
+def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> None:
+    """`ended`: trials the sweep's Parquet file records as finished. Tune's experiment snapshot can lag
+    behind a trial's end (it is taken every second); after a driver crash in that window, restore would
+    resume the trial and train past the epoch where ASHA stopped it. Such a trial returns at once."""
+    if tune.get_context().get_trial_id() in ended:
+        return
     cfg = resolve({**fixed, **config})
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"

@@ -98,7 +98,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     after = pd.read_parquet(parquet)
     assert after["trial_id"].nunique() == n
     assert not after.duplicated(["trial_id", "epoch"]).any()
-    assert set(after["status"]) == {"TERMINATED"}
+    assert set(after["status"]) == {"TERMINATED"}, r.stdout[-4000:] + r.stderr[-4000:]
     for _, grp in after.groupby("trial_id"):
         assert sorted(grp["epoch"]) == list(range(1, grp["epoch"].max() + 1))  # epochs continue, no gaps
     # finished trials were not re-run: their rows are byte-identical
