@@ -83,11 +83,6 @@ class ResultsTable:
         os.replace(tmp, self.path)
         return self.path
 
-    def asha_history(self, metric: str) -> list[tuple[str, int, float]]:
-        """(trial_id, epoch, value) in the order they were reported: ASHA's rung history."""
-        rows = sorted(self.rows.values(), key=lambda r: r["reported_at"])
-        return [(r["trial_id"], int(r["epoch"]), float(r[metric])) for r in rows]
-
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """pandas.read_parquet on a single read of the file. The driver replaces the file atomically, but

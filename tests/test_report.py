@@ -40,7 +40,7 @@ def test_results_table_schema_dedup_and_status(tmp_path):
     assert pd.concat([df, again]).shape[0] == 24  # sweeps concatenate
     assert final_rows(again).trial_id.iloc[0] == "t1"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp file behind
-    assert table.asha_history("pckh")[0][:2] == ("t1", 1)
+    assert table.ended() == {"t1", "t2", "t3", "t4"}
 
 
 def test_report_writes_figures_and_summary(tmp_path):
