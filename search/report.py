@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.results import final_rows
+from search.results import final_rows, read_results
 
 COLORS = {"shared": "tab:gray", "per-part": "tab:orange", "human": "tab:blue", "mi": "tab:green"}
 
@@ -22,7 +22,7 @@ def write_report(parquet: str | Path, out: str | Path | None = None) -> Path:
     parquet = Path(parquet)
     if not parquet.is_file():
         raise FileNotFoundError(f"{parquet}: results file not found")
-    df = pd.read_parquet(parquet)
+    df = read_results(parquet)  # may run while the sweep is still writing
     out = Path(out) if out else parquet.with_suffix("")
     out.mkdir(parents=True, exist_ok=True)
     last = final_rows(df)

@@ -236,16 +236,25 @@ def read_mpii_csv(path) -> list[PoseRecord]:
 
 
 # ------------------------------------------------------------------------------------------- LSP
+def _box_centre_scale(xy: np.ndarray, annotated: np.ndarray) -> tuple[np.ndarray, float]:
+    """For files without a person centre: the annotated joints' box centre, and a scale whose crop side
+    (200 s) is 1.25 x the box's longer side."""
+    if annotated.sum() == 0:
+        return np.zeros(2), 1.0
+    lo, hi = xy[annotated].min(0), xy[annotated].max(0)
+    return (lo + hi) / 2, max(1.25 * float(max(hi - lo)) / 200.0, 1e-3)
+
+
 def lsp_records(joints: np.ndarray, occluded: np.ndarray, names: list[str], image_dir=None) -> list[PoseRecord]:
     """joints [N, 14, 2] 1-based, occluded [N, 14] bool -> records (14 joints). LSP has no centre or
     scale: both come from the joints' box (side 200 s = 1.25 x its longer side)."""
     records = []
+    every = np.ones(len(LSP_JOINTS), bool)
     for i in range(len(joints)):
         xy = joints[i] - 1.0
-        lo, hi = xy.min(0), xy.max(0)
-        flags = flags_from(np.ones(len(LSP_JOINTS), bool), ~occluded[i])
+        flags = flags_from(every, ~occluded[i])
         records.append(PoseRecord(_image_path(names[i], image_dir), np.column_stack([xy, flags]).astype(np.float32),
-                                  (lo + hi) / 2, 1.25 * float(max(hi - lo)) / 200.0))
+                                  *_box_centre_scale(xy, every)))
     return records
 
 
@@ -318,13 +327,6 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         raise DataError(f"{p}: unrecognized JSON annotations (expected HRNet 'joints_vis', bearpaw "
                         "'joint_self', or LSP 'observer_centric')")
     raise DataError(f"{p}: unsupported annotation format {suffix!r} (.csv, .json, .h5, .mat)")
-
-
-def _box_centre_scale(xy: np.ndarray, annotated: np.ndarray) -> tuple[np.ndarray, float]:
-    if annotated.sum() == 0:
-        return np.zeros(2), 1.0
-    lo, hi = xy[annotated].min(0), xy[annotated].max(0)
-    return (lo + hi) / 2, max(1.25 * float(max(hi - lo)) / 200.0, 1e-3)
 
 
 # --------------------------------------------------------------------------------- data root
