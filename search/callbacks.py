@@ -29,6 +29,8 @@ class ParquetCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and "resolved_config" in result:
+            if result.get("replayed") and (trial.trial_id, int(result["epoch"])) in self._table().rows:
+                return  # a resumed trial re-announcing the epoch of its checkpoint, already recorded
             self._table().add(trial.trial_id, result, trial.run_metadata.num_failures)
             self.table.write()
 

@@ -126,11 +126,10 @@ def _has_snapshot(exp_dir: str) -> bool:
 
 
 def run(args) -> Path:
-    from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from search.callbacks import ParquetCallback
-    from search.trainable import train_trial
+    from search.trainable import make_trainable
     from search.tune_ext import PruneAwareOptuna, ReplayASHA
 
     space = load_space(args.space)
@@ -165,8 +164,7 @@ def run(args) -> Path:
     t0 = time.time()
     ray.init(address=args.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
     _check_cluster(args.cpus_per_trial, args.gpus_per_trial, storage)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, fixed=fixed, ended=ended),
-                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    trainable = make_trainable(fixed, ended, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if args.resume and _has_snapshot(exp_dir) and Tuner.can_restore(exp_dir):
         print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
         # resume_errored: a trial the interruption itself left errored continues. Trials the Parquet file

@@ -1,18 +1,66 @@
-"""The only code that runs inside a Ray trial: a flat config -> pbn.train.fit, one report per epoch."""
+"""The only code that runs inside a Ray trial: a flat config -> pbn.train.fit, one report per epoch.
+
+Checkpoints go through Tune (one per epoch, the last two kept on the sweep's storage). Tune deletes an
+old checkpoint as soon as a newer one arrives, but records which checkpoint is current only in its
+experiment snapshot, taken a moment later. A driver killed in between leaves a snapshot that names a
+deleted checkpoint, and Tune's own restore then fails the trial on every retry. So a trial always
+resumes from the newest intact checkpoint in its storage directory, whichever one the snapshot names
+(if any), and restore is told to skip a named checkpoint that is gone.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import shutil
 import socket
+import sys
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import ray
 from ray import tune
+from ray.tune.trainable.function_trainable import wrap_function
 
 from pbn.config import resolve
-from pbn.train import CHECKPOINT, code_version, fit
+from pbn.data.records import DataError
+from pbn.train import CHECKPOINT, code_version, fit, load_checkpoint
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+
+
+def stored_checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[tuple[int, str]]:
+    """(index, path) of every checkpoint directory under trial_path that holds a checkpoint file,
+    newest first."""
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
+        m = _CHECKPOINT_DIR.fullmatch(info.base_name)
+        if m and info.type == pafs.FileType.Directory:
+            if fs.get_file_info(posixpath.join(info.path, CHECKPOINT)).type == pafs.FileType.File:
+                found.append((int(m.group(1)), info.path))
+    return sorted(found, reverse=True)
+
+
+def _fetch_newest(dest: Path) -> dict | None:
+    """Copy this trial's newest readable checkpoint on storage to dest and return its contents; None if
+    there is none (a new trial). Later checkpoints are numbered past every directory already there, so a
+    resumed trial never overwrites one it could need after another interruption."""
+    storage = tune.get_context().get_storage()
+    fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
+    candidates = stored_checkpoints(fs, trial_path)
+    if candidates:
+        storage.current_checkpoint_index = max(storage.current_checkpoint_index, candidates[0][0] + 1)
+    for _, path in candidates:
+        with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
+            shutil.copy2(Path(d) / CHECKPOINT, dest)
+        try:
+            return load_checkpoint(dest)
+        except DataError as e:  # cut short by the interruption; the one before it is whole
+            print(f"skipping {path}: {e}", file=sys.stderr)
+    dest.unlink(missing_ok=True)
+    return None
 
 
 def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> None:
@@ -25,14 +73,16 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # restarted after a failure or a resumed sweep: continue, don't redo
-        with checkpoint.as_directory() as d:
-            shutil.copy2(Path(d) / CHECKPOINT, run_dir / CHECKPOINT)
-        resume = run_dir / CHECKPOINT
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
+    # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
+    state = _fetch_newest(run_dir / CHECKPOINT)
+    resume = run_dir / CHECKPOINT if state is not None else None
+    if state is not None and state["history"]:
+        # The checkpoint's epoch may never have reached the driver (killed between the two): report it
+        # again from the checkpoint, marked so that a row already in the Parquet file stays as it is.
+        tune.report({**state["history"][-1], **extra, "replayed": True})
+    del state
 
     def report(metrics: dict, out: Path) -> None:
         ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs
@@ -46,3 +96,19 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
 
     # Tune's own TensorBoard logger records every reported scalar; no second writer here.
     fit(cfg, run_dir, resume_from=resume, on_epoch=report, tensorboard=False, progress=False)
+
+
+def make_trainable(fixed: dict, ended: frozenset, resources: dict) -> type:
+    """train_trial as a Tune trainable class whose restore tolerates a deleted checkpoint (module doc)."""
+    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended), name="train_trial")
+
+    class PBNTrial(base):
+        def restore(self, checkpoint_path):
+            ckpt = getattr(checkpoint_path, "checkpoint", None)  # Tune passes a _TrainingResult
+            if ckpt is not None and ckpt.filesystem.get_file_info(ckpt.path).type == pafs.FileType.NotFound:
+                # train_trial finds the newest stored checkpoint itself; Tune's restore would fail here.
+                print(f"{ckpt.path} was deleted after the experiment snapshot named it", file=sys.stderr)
+                return None
+            return super().restore(checkpoint_path)
+
+    return tune.with_resources(PBNTrial, resources)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,8 +94,24 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert 5 <= len(before) and (before["status"] == "RUNNING").any()
     finished_before = set(before.loc[before.status == "TERMINATED", "trial_id"])
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+    # Leave one in-flight trial as the worst-timed kill does: Tune has already deleted the checkpoints
+    # the experiment snapshot names (the trial moved on after the snapshot), and the newest checkpoint
+    # was cut short mid-copy. It must resume from the newest whole one and number new ones past both.
+    victim = before.loc[before.status == "RUNNING", "trial_id"].iloc[0]
+    trial_dir = next((tmp_path / "results" / "tune" / "kill").glob(f"train_trial_{victim}_*"))
+    *older, newest = sorted(trial_dir.glob("checkpoint_*"))
+    for d in older:
+        shutil.rmtree(d)
+    idx = int(newest.name.split("_")[1])
+    whole, cut = trial_dir / f"checkpoint_{idx + 3:06d}", trial_dir / f"checkpoint_{idx + 4:06d}"
+    newest.rename(whole)
+    cut.mkdir()
+    payload = (whole / "checkpoint.pt").read_bytes()
+    (cut / "checkpoint.pt").write_bytes(payload[: len(payload) // 2])
     r = sweep(tmp_path, "--resume", *args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "unreadable checkpoint" in r.stdout + r.stderr
+    assert not any(idx < int(d.name.split("_")[1]) < idx + 3 for d in trial_dir.glob("checkpoint_*"))
     after = pd.read_parquet(parquet)
     assert after["trial_id"].nunique() == n
     assert not after.duplicated(["trial_id", "epoch"]).any()
