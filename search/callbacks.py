@@ -8,8 +8,8 @@ from search.results import ResultsTable
 
 
 class ParquetCallback(Callback):
-    def __init__(self, path: str, sweep: str, max_epochs: int):
-        self.path, self.sweep, self.max_epochs = path, sweep, max_epochs
+    def __init__(self, path: str, sweep: str, max_epochs: int, fixed: dict):
+        self.path, self.sweep, self.max_epochs, self.fixed = path, sweep, max_epochs, fixed
         self.table: ResultsTable | None = None
         self.ended_before: set[str] = set()
 
@@ -43,5 +43,7 @@ class ParquetCallback(Callback):
     def _end(self, trial, status: str) -> None:
         table = self._table()
         if trial.trial_id not in self.ended_before:
+            if status == "ERROR":
+                table.add_unreported(trial.trial_id, {**self.fixed, **trial.config}, trial.run_metadata.num_failures)
             table.end(trial.trial_id, status, trial.run_metadata.num_failures)
             table.write()

@@ -56,6 +56,17 @@ class ResultsTable:
         self.rows[(trial_id, row["epoch"])] = row
         self.trial_status.setdefault(trial_id, ("RUNNING", num_failures))
 
+    def add_unreported(self, trial_id: str, config: dict, num_failures: int = 0) -> None:
+        """A trial that ended before reporting any epoch (e.g. its loss diverged in epoch 1): one row with
+        epoch 0 and no metrics, so the Parquet file still shows that this configuration was tried."""
+        if any(tid == trial_id for tid, _ in self.rows):
+            return
+        self.rows[(trial_id, 0)] = {
+            "sweep": self.sweep, "trial_id": trial_id, "epoch": 0, "grouping": config.get("grouping"),
+            "clusters": config.get("clusters"), "width": config.get("width"), "depth": config.get("depth"),
+            "stacks": config.get("stacks"), "groups": "", "num_failures": num_failures, "reported_at": time.time(),
+            "config": json.dumps(config, sort_keys=True)}
+
     def ended(self) -> set[str]:
         """Trials this file records as finished (TERMINATED or ERROR)."""
         return {tid for tid, (status, _) in self.trial_status.items() if status in ("TERMINATED", "ERROR")}

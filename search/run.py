@@ -182,7 +182,7 @@ def run(args) -> Path:
                                    reuse_actors=True),
             run_config=RunConfig(
                 name=name, storage_path=storage, verbose=1,
-                callbacks=[ParquetCallback(str(parquet), name, max_epochs)],
+                callbacks=[ParquetCallback(str(parquet), name, max_epochs, fixed)],
                 failure_config=FailureConfig(max_failures=3),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),

@@ -26,8 +26,9 @@ from ray.tune.trainable.function_trainable import wrap_function
 
 from pbn.config import resolve
 from pbn.data.records import DataError
-from pbn.train import CHECKPOINT, code_version, fit, load_checkpoint
+from pbn.train import CHECKPOINT, NonFiniteLossError, code_version, fit, load_checkpoint
 
+NONFINITE = "nonfinite_loss.txt"  # in the trial's storage directory once its loss became NaN/inf
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 
 
@@ -43,11 +44,10 @@ def stored_checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[tuple[int, 
     return sorted(found, reverse=True)
 
 
-def _fetch_newest(dest: Path) -> dict | None:
+def _fetch_newest(storage, dest: Path) -> dict | None:
     """Copy this trial's newest readable checkpoint on storage to dest and return its contents; None if
     there is none (a new trial). Later checkpoints are numbered past every directory already there, so a
     resumed trial never overwrites one it could need after another interruption."""
-    storage = tune.get_context().get_storage()
     fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
     candidates = stored_checkpoints(fs, trial_path)
     if candidates:
@@ -75,8 +75,15 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
+    storage = tune.get_context().get_storage()
+    fs, nonfinite = storage.storage_filesystem, posixpath.join(storage.trial_fs_path, NONFINITE)
+    if fs.get_file_info(nonfinite).type == pafs.FileType.File:
+        # Tune retries a failed trial from its last checkpoint, with the same seed: a non-finite loss
+        # would come back after the same epochs of training. Fail at once instead.
+        with fs.open_input_stream(nonfinite) as f:
+            raise NonFiniteLossError(f"{f.read().decode()} (in an earlier attempt of this trial: not retrained)")
     # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
-    state = _fetch_newest(run_dir / CHECKPOINT)
+    state = _fetch_newest(storage, run_dir / CHECKPOINT)
     resume = run_dir / CHECKPOINT if state is not None else None
     if state is not None and state["history"]:
         # The checkpoint's epoch may never have reached the driver (killed between the two): report it
@@ -95,7 +102,13 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
         tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     # Tune's own TensorBoard logger records every reported scalar; no second writer here.
-    fit(cfg, run_dir, resume_from=resume, on_epoch=report, tensorboard=False, progress=False)
+    try:
+        fit(cfg, run_dir, resume_from=resume, on_epoch=report, tensorboard=False, progress=False)
+    except NonFiniteLossError as e:
+        fs.create_dir(storage.trial_fs_path, recursive=True)
+        with fs.open_output_stream(nonfinite) as f:
+            f.write(str(e).encode())
+        raise
 
 
 def make_trainable(fixed: dict, ended: frozenset, resources: dict) -> type:

@@ -55,6 +55,20 @@ def test_sweep_end_to_end_parquet_schema(tmp_path):
     assert pd.read_parquet(tmp_path / "results" / "e2e.parquet").equals(df)  # nothing overwritten
 
 
+def test_diverging_trial_is_recorded_as_error_without_retraining(tmp_path):
+    """A NaN loss ends the trial as ERROR after one attempt of training (Tune's retries fail at once,
+    the same seed would diverge again), the sweep goes on, and the Parquet file shows the trial."""
+    r = sweep(tmp_path, "--name", "nan", "--num-samples", "1", "--max-epochs", "2", *TINY_SET, "--set", "lr=1e12")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "non-finite training loss" in out
+    assert "in an earlier attempt of this trial: not retrained" in out
+    df = read_results(tmp_path / "results" / "nan.parquet")
+    assert len(df) == 1 and df["status"].iloc[0] == "ERROR" and df["epoch"].iloc[0] == 0
+    assert df["pckh"].isna().all() and df["grouping"].iloc[0] == "shared" and df["num_failures"].iloc[0] == 4
+    assert json.loads(df["config"].iloc[0])["lr"] == 1e12
+
+
 def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("METRIC = 'pckh'\ndef space(trial):\n    return None\n")
