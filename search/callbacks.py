@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from pbn.config import ConfigError, resolve
 from search.results import ResultsTable
 
 
@@ -40,10 +41,17 @@ class ParquetCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, "ERROR")
 
+    def _config(self, searched: dict) -> dict:
+        """The trial's config as the trial resolved it (as-is if resolving it was the trial's error)."""
+        try:
+            return resolve({**self.fixed, **searched}).to_dict()
+        except ConfigError:
+            return {**self.fixed, **searched}
+
     def _end(self, trial, status: str) -> None:
         table = self._table()
         if trial.trial_id not in self.ended_before:
             if status == "ERROR":
-                table.add_unreported(trial.trial_id, {**self.fixed, **trial.config}, trial.run_metadata.num_failures)
+                table.add_unreported(trial.trial_id, self._config(trial.config), trial.run_metadata.num_failures)
             table.end(trial.trial_id, status, trial.run_metadata.num_failures)
             table.write()
