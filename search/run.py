@@ -30,6 +30,10 @@ class SweepError(RuntimeError):
     """The sweep cannot start or resume as asked."""
 
 
+class SweepInterrupted(RuntimeError):
+    """fit() returned with trials unfinished (Ctrl-C / SIGINT / SIGUSR1 reached Tune)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, help="search-space file, e.g. search/spaces/branches.py")
@@ -126,7 +130,7 @@ def _has_snapshot(exp_dir: str) -> bool:
 
 
 def run(args) -> Path:
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import CheckpointConfig, ExperimentAnalysis, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from search.callbacks import ParquetCallback
     from search.trainable import make_trainable
@@ -188,13 +192,20 @@ def run(args) -> Path:
             ),
         )
     grid = tuner.fit()
+    # Each trial's status as Tune's final snapshot records it. Not the ResultGrid's: after a Ctrl-C,
+    # fit() returns normally and its clean-up has marked the interrupted trials TERMINATED in memory
+    # (the snapshot, written before that clean-up, keeps them RUNNING, which is what resume needs).
+    saved = ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
+    status = {t.trial_id: t.status for t in saved.trials}
     table = ResultsTable(parquet, name, max_epochs)
-    for result in grid:  # the final status of every trial that was still open when this run started
-        tid = result.metrics.get("trial_id") if result.metrics else None
-        if tid and tid in table.trial_status and tid not in ended:
-            table.end(tid, "ERROR" if result.error else "TERMINATED", table.trial_status[tid][1])
+    for tid, st in status.items():  # trials restored as finished get no callback: settle them here
+        if st in ("TERMINATED", "ERROR") and tid in table.trial_status and tid not in ended:
+            table.end(tid, st, table.trial_status[tid][1])
     table.write()
     _print_summary(table, parquet, time.time() - t0, max_epochs)
+    unfinished = num_samples - sum(st in ("TERMINATED", "ERROR") for st in status.values())
+    if unfinished:
+        raise SweepInterrupted(f"{unfinished} of {num_samples} trials unfinished")
     return parquet
 
 
@@ -218,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, SweepError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: resume with the same command plus --resume", file=sys.stderr)
+    except (KeyboardInterrupt, SweepInterrupted) as e:
+        print(f"\ninterrupted{': ' + str(e) if str(e) else ''}: resume with the same command plus --resume",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -148,6 +149,45 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
                         "--resume", "--results", str(tmp_path / "results")], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "changed" in r.stderr
+
+
+def test_ctrl_c_then_resume(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while a trial is in its first epochs:
+    exit 130 with the resume hint, that trial is not recorded as finished, and --resume completes it."""
+    n = 4
+    args = ["--name", "intr", "--num-samples", str(n), "--max-epochs", "6", "--concurrency", "2", *TINY_SET]
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
+           "--results", str(tmp_path / "results"), *args]
+    parquet = tmp_path / "results" / "intr.parquet"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline, victim = time.time() + 240, None
+    while time.time() < deadline and victim is None:  # a trial that reported epoch 1 only: ASHA's first
+        if parquet.exists():  # rung is epoch 2, so nothing but the interruption can end it now
+            last = read_results(parquet).groupby("trial_id")["epoch"].max()
+            victim = next(iter(last[last == 1].index), None)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=180)[1]
+    assert victim is not None and proc.returncode == 130, err[-3000:]
+    m = re.search(r"interrupted: (\d+) of 4 trials unfinished: resume with the same command plus --resume", err)
+    assert m, err[-3000:]
+    before = pd.read_parquet(parquet)
+    last = before.groupby("trial_id").agg(epoch=("epoch", "max"), status=("status", "first"))
+    assert not ((last.epoch < 2) & (last.status == "TERMINATED")).any(), last  # Tune's clean-up is no finish
+    finished_before = set(last.index[last.status == "TERMINATED"])
+    assert len(finished_before) <= n - int(m.group(1))
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+    r = sweep(tmp_path, "--resume", *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    after = pd.read_parquet(parquet)
+    assert after["trial_id"].nunique() == n and set(after["status"]) == {"TERMINATED"}
+    assert not after.duplicated(["trial_id", "epoch"]).any()
+    assert after.loc[after.trial_id == victim, "epoch"].max() >= 2  # the interrupted trial went on
+    for tid, grp in after.groupby("trial_id"):
+        assert sorted(grp["epoch"]) == list(range(1, grp["epoch"].max() + 1))
+        if tid in finished_before:
+            assert grp["epoch"].max() == last.loc[tid, "epoch"]
 
 
 def test_asha_replay_restores_rungs(tmp_path):
