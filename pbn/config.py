@@ -29,6 +29,7 @@ class Config:
     synthetic_train: int = 1024  # synthetic split sizes (samples are a function of (seed, index))
     synthetic_val: int = 256
     synthetic_seed: int = 0  # the synthetic *dataset* seed; fixed across trials so they are comparable
+    synthetic_cache_mb: int = 256  # rendered training images kept in memory, per process (0: render each time)
     # model
     preset: str = "small"
     grouping: str = "human"
@@ -81,8 +82,9 @@ class Config:
             raise ConfigError(f"clusters: only grouping 'mi' takes a cluster count, got {self.grouping!r}")
         if self.width < 2 or self.width % 2:
             raise ConfigError(f"width: expected an even number >= 2, got {self.width}")
-        if self.depth < 0:
-            raise ConfigError(f"depth: expected >= 0, got {self.depth}")
+        for name in ("depth", "workers", "synthetic_cache_mb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.stacks < 1:
             raise ConfigError(f"stacks: expected >= 1, got {self.stacks}")
         if self.input_size % 4 or (self.input_size // 4) % (2**self.hg_depth):

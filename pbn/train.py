@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int)
     p.add_argument("--synthetic-train", type=int)
     p.add_argument("--synthetic-val", type=int)
+    p.add_argument("--synthetic-cache-mb", type=int, help="rendered training images kept in memory (0: off)")
     p.add_argument("--out", default="runs/train", help="output directory (checkpoint, config, metrics, tb/)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     return p

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from pbn.data.synthetic import SyntheticPoses
 from pbn.groups import records_mi
@@ -66,3 +67,16 @@ def test_related_parts_are_correlated():
     mi = records_mi(SyntheticPoses(0, "train", 128, 3000).records)
     assert mi[J["l_knee"], J["l_ankle"]] > mi[J["l_knee"], J["r_wrist"]]
     assert mi[J["l_knee"], J["r_knee"]] > mi[J["l_knee"], J["r_wrist"]]
+
+
+def test_render_cache_is_bounded_read_only_and_changes_nothing():
+    image_bytes = 64 * 64 * 3
+    cached = SyntheticPoses(5, "train", 64, 6, cache_bytes=4 * image_bytes)
+    plain = SyntheticPoses(5, "train", 64, 6)
+    for _ in range(2):
+        for i in range(6):
+            assert np.array_equal(cached.load_image(i), plain.load_image(i))
+    assert len(cached._rendered) == 4 and not plain._rendered  # the budget holds 4 images, not 6
+    assert cached.load_image(0) is cached.load_image(0)
+    with pytest.raises(ValueError, match="read-only"):
+        cached.load_image(0)[0, 0] = 0  # an in-place edit would corrupt every later epoch

@@ -84,7 +84,9 @@ def load_source(cfg, split: str) -> Source:
         from pbn.data.synthetic import SyntheticPoses
 
         n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
-        syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n)
+        # Validation crops are cached by PoseDataset; training renders are cached here.
+        cache = cfg.synthetic_cache_mb << 20 if split == "train" else 0
+        syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n, cache)
         return Source("synthetic", _limit(syn.records, cfg, split), syn.load_image)
     root = Path(cfg.data_root)
     if not root.is_dir():

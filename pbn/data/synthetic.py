@@ -195,7 +195,9 @@ def render(scene: Scene, seed: int, split: str, index: int, size: int) -> np.nda
 class SyntheticPoses:
     """A split of the synthetic dataset: `records` (cheap) and `load_image(i)` (rendered on demand)."""
 
-    def __init__(self, seed: int, split: str, size: int, count: int):
+    def __init__(self, seed: int, split: str, size: int, count: int, cache_bytes: int = 0):
+        """cache_bytes: keep rendered images in memory up to this many bytes (rendering is ~90% of a
+        training sample's cost at 64x64; the same image is then only re-augmented each epoch)."""
         if split not in _SPLITS:
             raise ValueError(f"synthetic split must be one of {tuple(_SPLITS)}, got {split!r}")
         self.seed, self.split, self.size = seed, split, size
@@ -205,11 +207,20 @@ class SyntheticPoses:
                        s.centre, s.scale, s.head_size)
             for i, s in enumerate(self.scenes)
         ]
+        self._rendered: dict[int, np.ndarray] = {}
+        self._cache_left = cache_bytes
 
     def __len__(self) -> int:
         return len(self.records)
 
     def load_image(self, i: int, reduction: int = 1) -> np.ndarray:
         """Rendered at the dataset's size; `reduction` is accepted for the Source protocol and is always 1
-        here (a synthetic Source has max_reduction 1)."""
-        return render(self.scenes[i], self.seed, self.split, i, self.size)
+        here (a synthetic Source has max_reduction 1). A cached image is read-only."""
+        img = self._rendered.get(i)
+        if img is None:
+            img = render(self.scenes[i], self.seed, self.split, i, self.size)
+            if img.nbytes <= self._cache_left:
+                img.setflags(write=False)
+                self._rendered[i] = img
+                self._cache_left -= img.nbytes
+        return img
