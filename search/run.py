@@ -7,8 +7,10 @@ scheduler keyed on the reported `epoch`, runs the trials, and keeps results/<nam
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -129,15 +131,41 @@ def _has_snapshot(exp_dir: str) -> bool:
     return any(os.path.basename(i.path).startswith("experiment_state-") for i in infos)
 
 
+def lock_sweep(path: Path, name: str) -> int:
+    """Take an exclusive lock on `path` (returns its fd: close it to release); the OS releases it on any
+    exit, SIGKILL included. A second driver on the same sweep would run its trials twice and interleave its
+    Parquet writes, so it is refused, naming the holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise SweepError(f"sweep {name!r} is already running ({holder}; lock {path}): wait for it, or stop it "
+                         "and then --resume") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    return fd
+
+
 def run(args) -> Path:
+    space = load_space(args.space)
+    name = args.name or space.path.stem
+    lock = lock_sweep(_sweep_paths(args, name)[0].with_suffix(".lock"), name)
+    try:
+        return _run(args, space, name)
+    finally:
+        os.close(lock)
+
+
+def _run(args, space, name: str) -> Path:
     from ray.tune import CheckpointConfig, ExperimentAnalysis, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from search.callbacks import ParquetCallback
     from search.trainable import make_trainable
     from search.tune_ext import PruneAwareOptuna, ReplayASHA
 
-    space = load_space(args.space)
-    name = args.name or space.path.stem
     parquet, state_path, storage = _sweep_paths(args, name)
     exp_dir = os.path.join(storage, name)
     if args.resume:

@@ -70,6 +70,22 @@ def test_diverging_trial_is_recorded_as_error_without_retraining(tmp_path):
     assert json.loads(df["config"].iloc[0])["lr"] == 1e12
 
 
+def test_second_driver_on_a_running_sweep_is_refused(tmp_path):
+    from search.run import lock_sweep
+
+    fd = lock_sweep(tmp_path / "results" / "busy.lock", "busy")  # this process plays the running driver
+    try:
+        for extra in ([], ["--resume"]):
+            r = sweep(tmp_path, "--name", "busy", "--num-samples", "1", *extra)
+            assert r.returncode == 2 and "is already running" in r.stderr, r.stderr[-2000:]
+            assert f"pid {os.getpid()}" in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "results" / "busy.parquet").exists()
+    finally:
+        os.close(fd)
+    r = sweep(tmp_path, "--name", "busy", "--resume")  # released: the next refusal is about the sweep itself
+    assert r.returncode == 2 and "no sweep named 'busy'" in r.stderr
+
+
 def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("METRIC = 'pckh'\ndef space(trial):\n    return None\n")
