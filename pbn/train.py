@@ -188,13 +188,14 @@ def load_checkpoint(path: Path) -> dict:
 def fit(
     cfg: Config,
     out_dir: str | os.PathLike,
-    resume_from: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | dict | None = None,
     on_epoch: Callable[[dict, Path], None] | None = None,
     tensorboard: bool = True,
     progress: bool | None = None,
 ) -> list[dict]:
-    """Train cfg.epochs epochs (continuing from a checkpoint file if given). on_epoch(metrics, out_dir)
-    is called after each epoch's checkpoint is on disk. Returns the per-epoch metrics."""
+    """Train cfg.epochs epochs, continuing from `resume_from` if given: a checkpoint file, or one that
+    load_checkpoint already read. on_epoch(metrics, out_dir) is called after each epoch's checkpoint is
+    on disk. Returns the per-epoch metrics."""
     t_setup = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,13 +220,16 @@ def fit(
     optimizer = opt_class(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_steps), cfg.lr_gamma)
     start, history = 0, []
-    if resume_from is not None and Path(resume_from).exists():
+    state = resume_from if isinstance(resume_from, dict) else None
+    if resume_from is not None and state is None and Path(resume_from).exists():
         state = load_checkpoint(Path(resume_from))
+    if state is not None:
         if state["config"] != cfg.to_dict():
             diff = sorted(k for k in cfg.to_dict() if state["config"].get(k) != cfg.to_dict()[k])
             # epochs may grow on resume (train longer); anything else is a different experiment
             if diff != ["epochs"]:
-                raise ConfigError(f"{resume_from}: checkpoint was written with a different config ({diff})")
+                where = f"checkpoint of epoch {state['epoch']}" if state is resume_from else str(resume_from)
+                raise ConfigError(f"{where}: checkpoint was written with a different config ({diff})")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

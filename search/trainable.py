@@ -44,22 +44,20 @@ def stored_checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[tuple[int, 
     return sorted(found, reverse=True)
 
 
-def _fetch_newest(storage, dest: Path) -> dict | None:
-    """Copy this trial's newest readable checkpoint on storage to dest and return its contents; None if
-    there is none (a new trial). Later checkpoints are numbered past every directory already there, so a
-    resumed trial never overwrites one it could need after another interruption."""
+def _fetch_newest(storage) -> dict | None:
+    """The contents of this trial's newest readable checkpoint on storage; None if there is none (a new
+    trial). Later checkpoints are numbered past every directory already there, so a resumed trial never
+    overwrites one it could need after another interruption."""
     fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
     candidates = stored_checkpoints(fs, trial_path)
     if candidates:
         storage.current_checkpoint_index = max(storage.current_checkpoint_index, candidates[0][0] + 1)
     for _, path in candidates:
         with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
-            shutil.copy2(Path(d) / CHECKPOINT, dest)
-        try:
-            return load_checkpoint(dest)
-        except DataError as e:  # cut short by the interruption; the one before it is whole
-            print(f"skipping {path}: {e}", file=sys.stderr)
-    dest.unlink(missing_ok=True)
+            try:
+                return load_checkpoint(Path(d) / CHECKPOINT)
+            except DataError as e:  # cut short by the interruption; the one before it is whole
+                print(f"skipping {path}: {e}", file=sys.stderr)
     return None
 
 
@@ -72,7 +70,6 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
     cfg = resolve({**fixed, **config})
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
     storage = tune.get_context().get_storage()
@@ -83,13 +80,11 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
         with fs.open_input_stream(nonfinite) as f:
             raise NonFiniteLossError(f"{f.read().decode()} (in an earlier attempt of this trial: not retrained)")
     # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
-    state = _fetch_newest(storage, run_dir / CHECKPOINT)
-    resume = run_dir / CHECKPOINT if state is not None else None
+    state = _fetch_newest(storage)
     if state is not None and state["history"]:
         # The checkpoint's epoch may never have reached the driver (killed between the two): report it
         # again from the checkpoint, marked so that a row already in the Parquet file stays as it is.
         tune.report({**state["history"][-1], **extra, "replayed": True})
-    del state
 
     def report(metrics: dict, out: Path) -> None:
         ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs
@@ -103,7 +98,7 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
 
     # Tune's own TensorBoard logger records every reported scalar; no second writer here.
     try:
-        fit(cfg, run_dir, resume_from=resume, on_epoch=report, tensorboard=False, progress=False)
+        fit(cfg, run_dir, resume_from=state, on_epoch=report, tensorboard=False, progress=False)
     except NonFiniteLossError as e:
         fs.create_dir(storage.trial_fs_path, recursive=True)
         with fs.open_output_stream(nonfinite) as f:

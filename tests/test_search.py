@@ -206,6 +206,30 @@ def test_ctrl_c_then_resume(tmp_path):
             assert grp["epoch"].max() == last.loc[tid, "epoch"]
 
 
+def test_a_resumed_trial_takes_its_newest_readable_checkpoint(tmp_path, capsys):
+    import torch
+    from ray.train._internal.storage import StorageContext
+
+    from pbn.train import CHECKPOINT
+    from search.trainable import _fetch_newest
+
+    storage = StorageContext(str(tmp_path), "exp", trial_dir_name="t", current_checkpoint_index=2)
+    trial = tmp_path / "exp" / "t"
+    for idx in (1, 4):
+        (trial / f"checkpoint_{idx:06d}").mkdir(parents=True)
+        torch.save({"epoch": idx + 1, "history": []}, trial / f"checkpoint_{idx:06d}" / CHECKPOINT)
+    (trial / "checkpoint_000007").mkdir()  # its copy never began: not a candidate
+    newest = trial / "checkpoint_000004" / CHECKPOINT
+    newest.write_bytes(newest.read_bytes()[:40])  # cut short by the interruption
+    assert _fetch_newest(storage)["epoch"] == 2
+    err = capsys.readouterr().err
+    assert "skipping" in err and "checkpoint_000004" in err and "unreadable checkpoint" in err
+    assert storage.current_checkpoint_index == 5  # new checkpoints go past every stored one
+    whole = trial / "checkpoint_000001" / CHECKPOINT
+    whole.write_bytes(whole.read_bytes()[:40])
+    assert _fetch_newest(storage) is None  # nothing readable: the trial starts from epoch 1
+
+
 def test_asha_replay_restores_rungs(tmp_path):
     from search.results import ResultsTable
     from search.tune_ext import ReplayASHA

@@ -6,7 +6,7 @@ import torch
 
 from pbn.config import ConfigError, resolve
 from pbn.data.records import DataError
-from pbn.train import CHECKPOINT, NonFiniteLossError, fit, train_one_epoch
+from pbn.train import CHECKPOINT, NonFiniteLossError, fit, load_checkpoint, train_one_epoch
 
 from .conftest import TINY
 from .test_model import run_cli
@@ -44,6 +44,9 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     fit(cfg, tmp_path, tensorboard=False)
     with pytest.raises(ConfigError, match="different config"):
         fit(cfg.replace(width=32), tmp_path, resume_from=tmp_path / CHECKPOINT, tensorboard=False)
+    loaded = load_checkpoint(tmp_path / CHECKPOINT)  # what a resumed search trial passes
+    with pytest.raises(ConfigError, match=r"checkpoint of epoch 1: .*different config \(\['width'\]\)"):
+        fit(cfg.replace(width=32), tmp_path, resume_from=loaded, tensorboard=False)
 
 
 def test_nan_input_stops_with_epoch_and_step():
