@@ -43,15 +43,18 @@ class ResultsTable:
         """The controller started the trial (driver clock); a restart after a failure keeps the first."""
         self.started.setdefault(trial_id, time.time())
 
+    def _row(self, trial_id: str, epoch: int, cfg: dict, num_failures: int, **extra) -> dict:
+        # status and stopped_early are per trial: frame() sets them on every row.
+        return {"sweep": self.sweep, "trial_id": trial_id, "epoch": epoch, "grouping": cfg.get("grouping"),
+                "clusters": cfg.get("clusters"), "width": cfg.get("width"), "depth": cfg.get("depth"),
+                "stacks": cfg.get("stacks"), "num_failures": num_failures, "reported_at": time.time(),
+                "config": json.dumps(cfg), **extra}
+
     def add(self, trial_id: str, result: dict, num_failures: int = 0) -> None:
         """A reported epoch. A re-reported epoch (trial resumed from an older checkpoint) replaces the row."""
-        cfg = json.loads(result["resolved_config"])
-        row = {"sweep": self.sweep, "trial_id": trial_id, "epoch": int(result["epoch"]), "status": "RUNNING",
-               "stopped_early": False, "grouping": cfg["grouping"], "clusters": cfg["clusters"],
-               "width": cfg["width"], "depth": cfg["depth"], "stacks": cfg["stacks"], "groups": result["groups"],
-               "node": result.get("node", ""), "node_id": result.get("node_id", ""),
-               "git_commit": result.get("git_commit", ""),
-               "num_failures": num_failures, "reported_at": time.time(), "config": result["resolved_config"]}
+        row = self._row(trial_id, int(result["epoch"]), json.loads(result["resolved_config"]), num_failures,
+                        groups=result["groups"], node=result.get("node", ""), node_id=result.get("node_id", ""),
+                        git_commit=result.get("git_commit", ""))
         row.update({c: float(result[c]) for c in METRIC_COLUMNS if c in result})
         self.rows[(trial_id, row["epoch"])] = row
         self.trial_status.setdefault(trial_id, ("RUNNING", num_failures))
@@ -61,11 +64,7 @@ class ResultsTable:
         epoch 0 and no metrics, so the Parquet file still shows that this configuration was tried."""
         if any(tid == trial_id for tid, _ in self.rows):
             return
-        self.rows[(trial_id, 0)] = {
-            "sweep": self.sweep, "trial_id": trial_id, "epoch": 0, "grouping": config.get("grouping"),
-            "clusters": config.get("clusters"), "width": config.get("width"), "depth": config.get("depth"),
-            "stacks": config.get("stacks"), "groups": "", "num_failures": num_failures, "reported_at": time.time(),
-            "config": json.dumps(config, sort_keys=True)}
+        self.rows[(trial_id, 0)] = self._row(trial_id, 0, config, num_failures, groups="")
 
     def ended(self) -> set[str]:
         """Trials this file records as finished (TERMINATED or ERROR)."""

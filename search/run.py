@@ -152,21 +152,21 @@ def lock_sweep(path: Path, name: str) -> int:
 def run(args) -> Path:
     space = load_space(args.space)
     name = args.name or space.path.stem
-    lock = lock_sweep(_sweep_paths(args, name)[0].with_suffix(".lock"), name)
+    parquet, state_path, storage = _sweep_paths(args, name)
+    lock = lock_sweep(parquet.with_suffix(".lock"), name)
     try:
-        return _run(args, space, name)
+        return _run(args, space, name, parquet, state_path, storage)
     finally:
         os.close(lock)
 
 
-def _run(args, space, name: str) -> Path:
+def _run(args, space, name: str, parquet: Path, state_path: Path, storage: str) -> Path:
     from ray.tune import CheckpointConfig, ExperimentAnalysis, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from search.callbacks import ParquetCallback
     from search.trainable import make_trainable
     from search.tune_ext import PruneAwareOptuna, ReplayASHA
 
-    parquet, state_path, storage = _sweep_paths(args, name)
     exp_dir = os.path.join(storage, name)
     if args.resume:
         if not state_path.exists():
