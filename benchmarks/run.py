@@ -226,6 +226,14 @@ def train_step_table(quick: bool) -> list[dict]:
     return rows
 
 
+def _per_second(n: int, work) -> float:
+    """Calls of work(0), ..., work(n - 1) per second."""
+    t0 = time.perf_counter()
+    for k in range(n):
+        work(k)
+    return n / (time.perf_counter() - t0)
+
+
 def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
     import cv2
 
@@ -242,34 +250,17 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
         cfg = resolve({"input_size": size, "hg_depth": 2 if size == 64 else 4})
         jpeg = Source("mpii", records, lambda i, r=1: cv2.imread(records[i].image))
         reduced = Source("mpii", records, _file_loader(records), max_reduction=8)
-        ds = PoseDataset(jpeg, cfg, train=True)
-        t0 = time.perf_counter()
-        for k in range(n):
-            ds.item(k % len(records), k)
-        jpeg_rate = n / (time.perf_counter() - t0)
-        rds = PoseDataset(reduced, cfg, train=True)
-        t0 = time.perf_counter()
-        for k in range(n):
-            rds.item(k % len(records), k)
-        reduced_rate = n / (time.perf_counter() - t0)
+        ds, rds = PoseDataset(jpeg, cfg, train=True), PoseDataset(reduced, cfg, train=True)
+        jpeg_rate = _per_second(n, lambda k, d=ds: d.item(k % len(records), k))
+        reduced_rate = _per_second(n, lambda k, d=rds: d.item(k % len(records), k))
         syn = SyntheticPoses(0, "train", size, n)
         sds = PoseDataset(Source("synthetic", syn.records, syn.load_image), cfg, train=True)
-        t0 = time.perf_counter()
-        for k in range(n):
-            sds.item(k, 0)
-        syn_rate = n / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for k in range(n):
-            syn.load_image(k)
-        gen_rate = n / (time.perf_counter() - t0)
+        syn_rate = _per_second(n, lambda k, d=sds: d.item(k, 0))
+        gen_rate = _per_second(n, syn.load_image)
         cached = SyntheticPoses(0, "train", size, n, cache_bytes=cfg.synthetic_cache_mb << 20)
         cds = PoseDataset(Source("synthetic", cached.records, cached.load_image), cfg, train=True)
-        for k in range(n):  # epoch 1 renders and caches; later epochs only crop, augment and encode
-            cds.item(k, 1)
-        t0 = time.perf_counter()
-        for k in range(n):
-            cds.item(k, 2)
-        cached_rate = n / (time.perf_counter() - t0)
+        _per_second(n, lambda k, d=cds: d.item(k, 1))  # epoch 1 renders and caches; later ones only crop and encode
+        cached_rate = _per_second(n, lambda k, d=cds: d.item(k, 2))
         train = train_rates.get(size, float("nan"))
         rows.append({"size": size, "jpeg_full_decode_img_s": jpeg_rate, "jpeg_reduced_decode_img_s": reduced_rate,
                      "synthetic_pipeline_img_s": syn_rate, "synthetic_render_only_img_s": gen_rate,
