@@ -75,6 +75,9 @@ def test_config_errors_are_clear():
         resolve({"width": "64"})
     with pytest.raises(ConfigError, match="data_root"):
         resolve({"data": "mpii"})
+    for key in ("depth", "workers", "synthetic_cache_mb"):
+        with pytest.raises(ConfigError, match=f"{key}: expected >= 0, got -1"):
+            resolve({key: -1})
 
 
 def test_missing_data_root_fails_before_training(tmp_path):
