@@ -1,9 +1,12 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 MPII = SHARED / "mpii"
 VALID = MPII / "valid_subset"
 SAMPLES = SHARED / "samples" / "mpii"
@@ -25,3 +28,20 @@ def _shared_data_present():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PBN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# Sweep settings that train in seconds: tiny synthetic splits, a narrow trunk.
+TINY_SET = ["--set", "synthetic_train=32", "--set", "synthetic_val=16", "--set", "channels=32",
+            "--set", "batch_size=8"]
+
+
+def run_cli(*args, timeout=300):
+    """`python -m <module> <args>` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def sweep(tmp_path, *args, space=ROOT / "search/spaces/branches.py", timeout=400):
+    """`python search/run.py` in a subprocess with results under tmp_path."""
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space),
+           "--results", str(tmp_path / "results"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)

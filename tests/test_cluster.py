@@ -13,7 +13,7 @@ import yaml
 
 from search.results import read_results
 
-from .test_search import ROOT, TINY_SET, sweep
+from .conftest import ROOT, TINY_SET, sweep
 
 
 @pytest.mark.parametrize("name", ["gpu.yaml", "local.yaml"])
@@ -148,6 +148,7 @@ def test_node_loss_mid_trial(tmp_path, driver):
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_unsatisfiable_trial_resources_refused(tmp_path):
     r = sweep(tmp_path, "--gpus-per-trial", "1", *TINY_SET, timeout=200)
     assert r.returncode == 2 and "no node can ever run a trial" in r.stderr and "Traceback" not in r.stderr

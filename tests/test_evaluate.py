@@ -8,8 +8,7 @@ from pbn.data.records import flags_from
 from pbn.evaluate import lsp_pck, mpii_pckh
 from pbn.skeleton import ANNOTATED, MISSING, OCCLUDED, VISIBLE
 
-from .conftest import LSP_JSON, VALID
-from .test_model import run_cli
+from .conftest import LSP_JSON, VALID, run_cli
 
 
 def people(n=4):

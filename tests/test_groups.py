@@ -7,8 +7,7 @@ from pbn import groups as G
 from pbn.data.readers import read_mpii_csv
 from pbn.skeleton import J
 
-from .conftest import KAGGLE_CSV, VALID
-from .test_model import run_cli
+from .conftest import KAGGLE_CSV, VALID, run_cli
 
 
 def test_mi_properties():

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -8,6 +6,8 @@ import torch
 from pbn.groups import resolve_groups
 from pbn.model import StackedPBN
 from pbn.skeleton import NUM_JOINTS
+
+from .conftest import run_cli
 
 STRATEGIES = [("shared", None), ("per-part", None), ("human", None), ("mi", 2), ("mi", 5), ("mi", 8)]
 
@@ -67,10 +67,6 @@ def test_paper_size_shared_8_stack_is_hourglass_sized():
 
     n = count_params(StackedPBN(resolve_groups("shared"), width=256, depth=1, stacks=8, channels=256, hg_depth=4))
     assert 20e6 <= n <= 30e6  # Newell's 8-stack hourglass: 25.1 M
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_model_cli_json_and_text():

@@ -5,7 +5,7 @@ import pandas as pd
 from search.report import write_report
 from search.results import SCHEMA, ResultsTable, final_rows
 
-from .test_model import run_cli
+from .conftest import run_cli
 
 
 def make_sweep(path, sweep="s", max_epochs=4):

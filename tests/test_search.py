@@ -8,22 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from search.results import read_results
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_SET = ["--set", "synthetic_train=32", "--set", "synthetic_val=16", "--set", "channels=32",
-            "--set", "batch_size=8"]
-
-
-def sweep(tmp_path, *args, timeout=400):
-    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
-           "--results", str(tmp_path / "results"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+from .conftest import ROOT, TINY_SET, sweep
 
 
 @pytest.mark.slow
@@ -34,8 +25,8 @@ def test_sweep_end_to_end_parquet_schema(tmp_path):
     df = pd.read_parquet(tmp_path / "results" / "e2e.parquet")
     assert df["trial_id"].nunique() == 5
     assert not df.duplicated(["trial_id", "epoch"]).any()
-    assert set(df["grouping"].iloc[:0].tolist()) == set()
-    assert {"shared", "per-part", "human", "mi"} <= set(df["grouping"])  # the seeded first trials
+    assert df["grouping"].notna().all()
+    assert set(df["grouping"]) == {"shared", "per-part", "human", "mi"}  # the seeded first trials, nothing else
     assert str(df["clusters"].dtype) == "Int64" and df.loc[df.grouping != "mi", "clusters"].isna().all()
     assert df.loc[df.grouping == "mi", "clusters"].notna().all()
     for col, kind in [("epoch", "int64"), ("width", "int64"), ("pckh", "float64"), ("pckh_occluded", "float64"),
@@ -56,6 +47,7 @@ def test_sweep_end_to_end_parquet_schema(tmp_path):
     assert pd.read_parquet(tmp_path / "results" / "e2e.parquet").equals(df)  # nothing overwritten
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_as_error_without_retraining(tmp_path):
     """A NaN loss ends the trial as ERROR after one attempt of training (Tune's retries fail at once,
     the same seed would diverge again), the sweep goes on, and the Parquet file shows the trial."""
@@ -89,11 +81,10 @@ def test_second_driver_on_a_running_sweep_is_refused(tmp_path):
 def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("METRIC = 'pckh'\ndef space(trial):\n    return None\n")
-    t0 = time.time()
     r = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(bad)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "missing MODE" in r.stderr and "Traceback" not in r.stderr
-    assert time.time() - t0 < 60
+    assert "ray.init" not in r.stderr and "Started a local Ray instance" not in r.stdout + r.stderr  # before Ray
     bad.write_text((ROOT / "search/spaces/branches.py").read_text().replace('"preset": "small"', '"presett": 1'))
     r = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(bad)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -167,6 +158,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert r.returncode == 2 and "changed" in r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while a trial is in its first epochs:
     exit 130 with the resume hint, that trial is not recorded as finished, and --resume completes it."""

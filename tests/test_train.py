@@ -8,8 +8,7 @@ from pbn.config import ConfigError, resolve
 from pbn.data.records import DataError
 from pbn.train import CHECKPOINT, NonFiniteLossError, fit, load_checkpoint, train_one_epoch
 
-from .conftest import TINY
-from .test_model import run_cli
+from .conftest import TINY, run_cli
 
 KEYS = {"epoch", "train_loss", "val_loss", "pckh", "pckh_visible", "pckh_occluded", "pckh_0_1", "pckh_head",
         "pckh_shoulder", "pckh_elbow", "pckh_wrist", "pckh_hip", "pckh_knee", "pckh_ankle", "images_per_second",
