@@ -239,7 +239,7 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
 
     from pbn.config import resolve
     from pbn.data import readers
-    from pbn.data.dataset import PoseDataset, Source, _file_loader
+    from pbn.data.dataset import PoseDataset, Source, _file_loader, pckh_scorer
     from pbn.data.synthetic import SyntheticPoses
 
     torch.set_num_threads(1)
@@ -248,17 +248,18 @@ def pipeline_table(train_rates: dict[int, float], quick: bool) -> list[dict]:
     n = 20 if quick else 60
     for size in (256, 64):
         cfg = resolve({"input_size": size, "hg_depth": 2 if size == 64 else 4})
-        jpeg = Source("mpii", records, lambda i, r=1: cv2.imread(records[i].image))
-        reduced = Source("mpii", records, _file_loader(records), max_reduction=8)
+        score = pckh_scorer(records)  # not used: the pipeline benchmark only loads
+        jpeg = Source("mpii", records, lambda i, r=1: cv2.imread(records[i].image), score)
+        reduced = Source("mpii", records, _file_loader(records), score, max_reduction=8)
         ds, rds = PoseDataset(jpeg, cfg, train=True), PoseDataset(reduced, cfg, train=True)
         jpeg_rate = _per_second(n, lambda k, d=ds: d.item(k % len(records), k))
         reduced_rate = _per_second(n, lambda k, d=rds: d.item(k % len(records), k))
         syn = SyntheticPoses(0, "train", size, n)
-        sds = PoseDataset(Source("synthetic", syn.records, syn.load_image), cfg, train=True)
+        sds = PoseDataset(Source("synthetic", syn.records, syn.load_image, score), cfg, train=True)
         syn_rate = _per_second(n, lambda k, d=sds: d.item(k, 0))
         gen_rate = _per_second(n, syn.load_image)
         cached = SyntheticPoses(0, "train", size, n, cache_bytes=cfg.synthetic_cache_mb << 20)
-        cds = PoseDataset(Source("synthetic", cached.records, cached.load_image), cfg, train=True)
+        cds = PoseDataset(Source("synthetic", cached.records, cached.load_image, score), cfg, train=True)
         _per_second(n, lambda k, d=cds: d.item(k, 1))  # epoch 1 renders and caches; later ones only crop and encode
         cached_rate = _per_second(n, lambda k, d=cds: d.item(k, 2))
         train = train_rates.get(size, float("nan"))

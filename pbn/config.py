@@ -6,8 +6,9 @@ ConfigError naming the key, so a typo in a space file or on the command line nev
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 GROUPINGS = ("shared", "per-part", "human", "mi")
@@ -19,59 +20,63 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
 
 
+def _f(default, help: str, choices: tuple | None = None):
+    """A Config field with its command-line help (and allowed values): the CLIs are generated from these."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Config:
     # data
-    data: str = "synthetic"
-    data_root: str | None = None
-    train_limit: int | None = None  # use at most this many training samples (None: all)
-    val_limit: int | None = None
-    synthetic_train: int = 1024  # synthetic split sizes (samples are a function of (seed, index))
-    synthetic_val: int = 256
-    synthetic_seed: int = 0  # the synthetic *dataset* seed; fixed across trials so they are comparable
-    synthetic_cache_mb: int = 256  # rendered training images kept in memory, per process (0: render each time)
+    data: str = _f("synthetic", "dataset: embedded synthetic figures, or MPII/LSP under data_root", DATASETS)
+    data_root: str | None = _f(None, "directory holding mpii/ or lsp/ (README, 'Data layout')")
+    train_limit: int | None = _f(None, "use at most this many training people (default: all)")
+    val_limit: int | None = _f(None, "use at most this many validation people (default: all)")
+    synthetic_train: int = _f(1024, "synthetic training images per epoch (a sample is a function of seed and index)")
+    synthetic_val: int = _f(256, "synthetic validation images")
+    synthetic_seed: int = _f(0, "seed of the synthetic *dataset*, fixed across trials so they are comparable")
+    synthetic_cache_mb: int = _f(256, "rendered synthetic training images kept in memory, per process (0: off)")
     # model
-    preset: str = "small"
-    grouping: str = "human"
-    clusters: int | None = None  # only for grouping == "mi"
-    width: int = 64  # W: branch width
-    depth: int = 1  # D: residual blocks per branch (0 = none)
-    stacks: int = 2
-    input_size: int = 64
-    channels: int = 64
-    hg_depth: int = 2  # pooling levels of each hourglass
+    preset: str = _f("small", "size preset (small: CPU minutes; paper: section 4.1 of the paper)", ("small", "paper"))
+    grouping: str = _f("human", "part grouping of the branches", GROUPINGS)
+    clusters: int | None = _f(None, f"cluster count k of grouping mi ({MIN_CLUSTERS}..{MAX_CLUSTERS})")
+    width: int = _f(64, "W: channels of each branch")
+    depth: int = _f(1, "D: residual blocks per branch (0: 1x1 convolutions only)")
+    stacks: int = _f(2, "stacked PBNs (each supervised)")
+    input_size: int = _f(64, "input crop side in pixels (heatmaps are a quarter of it)")
+    channels: int = _f(64, "channels of the hourglass trunk")
+    hg_depth: int = _f(2, "pooling levels of each hourglass")
     # optimization
-    epochs: int = 8
-    batch_size: int = 16
-    lr: float = 1e-3
-    optimizer: str = "adam"  # rmsprop (the paper preset) | adam (small preset: learns in fewer steps)
-    lr_steps: tuple[int, ...] = ()  # epochs at which lr is multiplied by lr_gamma
-    lr_gamma: float = 0.1
-    seed: int = 0
-    workers: int = 0
+    epochs: int = _f(8, "epochs to train")
+    batch_size: int = _f(16, "images per training step")
+    lr: float = _f(1e-3, "learning rate")
+    optimizer: str = _f("adam", "rmsprop (the paper) or adam (the small preset: learns in fewer steps)",
+                        ("rmsprop", "adam"))
+    lr_steps: tuple[int, ...] = _f((), "epochs after which the learning rate is multiplied by lr_gamma")
+    lr_gamma: float = _f(0.1, "learning-rate factor at each of lr_steps")
+    seed: int = _f(0, "training seed: initialisation, shuffling and augmentation")
+    workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
     # augmentation (paper section 4.1)
-    scale_factor: float = 0.25
-    rotation: float = 30.0
-    flip: bool = True
-    color_jitter: float = 0.2
-    sigma: float = 1.0  # heatmap Gaussian std in output pixels
+    scale_factor: float = _f(0.25, "random crop scale in 1 +- scale_factor")
+    rotation: float = _f(30.0, "random rotation in +- degrees")
+    flip: bool = _f(True, "random horizontal flips (left/right joints swapped)")
+    color_jitter: float = _f(0.2, "random per-channel colour gain in 1 +- color_jitter")
+    sigma: float = _f(1.0, "heatmap Gaussian std in output pixels")
     # evaluation
-    flip_test: bool = True
+    flip_test: bool = _f(True, "validate on the average of the image's and its mirror's heatmaps")
     # device
-    device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = True  # autocast on CUDA only
-    channels_last: bool = True  # every device: grouped branch convs run ~3x faster so on CPU too
-    cudnn_benchmark: bool = True
-    threads: int | None = None  # torch CPU threads (None: torch default)
+    device: str = _f("auto", "auto: CUDA if available, else CPU", ("auto", "cpu", "cuda"))
+    bf16: bool = _f(True, "bf16 autocast (CUDA only)")
+    channels_last: bool = _f(True, "channels_last memory format (grouped branch convolutions ~3x faster on CPU too)")
+    cudnn_benchmark: bool = _f(True, "let cuDNN pick the fastest kernels (CUDA)")
+    threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
 
     def __post_init__(self):
         _check_types(self)
-        if self.data not in DATASETS:
-            raise ConfigError(f"data: expected one of {DATASETS}, got {self.data!r}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"preset: expected one of {tuple(PRESETS)}, got {self.preset!r}")
-        if self.grouping not in GROUPINGS:
-            raise ConfigError(f"grouping: expected one of {GROUPINGS}, got {self.grouping!r}")
+        for f in fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name}: expected one of {choices}, got {getattr(self, f.name)!r}")
         if self.grouping == "mi":
             if self.clusters is None or not MIN_CLUSTERS <= self.clusters <= MAX_CLUSTERS:
                 raise ConfigError(
@@ -93,13 +98,9 @@ class Config:
             )
         if self.data != "synthetic" and not self.data_root:
             raise ConfigError(f"data_root: data {self.data!r} needs a data root (see README, 'Data layout')")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device: expected auto, cpu or cuda, got {self.device!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.optimizer not in ("rmsprop", "adam"):
-            raise ConfigError(f"optimizer: expected rmsprop or adam, got {self.optimizer!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
 
@@ -164,3 +165,26 @@ def resolve(overrides: dict[str, Any] | None = None) -> Config:
         if typ == "tuple[int, ...]" and isinstance(v, list | tuple):
             values[name] = tuple(int(x) for x in v)
     return Config(**values)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """One --flag per Config field (or per name in `names`), named and documented by the field: every
+    command spells a concept the same way. Defaults are None (= not given), so presets still apply."""
+    by_name = {f.name: f for f in fields(Config)}
+    for name in names or list(by_name):
+        f = by_name[name]
+        flag, typ = "--" + name.replace("_", "-"), _FIELD_TYPES[name]
+        kw = {"help": f"{f.metadata['help']} (default: {_default_text(name)})", "default": None, "dest": name}
+        if typ == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typ == "tuple[int, ...]":
+            parser.add_argument(flag, type=int, nargs="*", metavar="EPOCH", **kw)
+        else:
+            conv = {"str": str, "str | None": str, "int": int, "int | None": int, "float": float}[typ]
+            parser.add_argument(flag, type=conv, choices=f.metadata["choices"], **kw)
+
+
+def _default_text(name: str) -> str:
+    small = getattr(Config, name)
+    paper = PRESETS["paper"].get(name, small)
+    return f"{small!r}" if paper == small else f"{small!r}, paper preset {paper!r}"

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pbn import stats
 from pbn.data.records import DataError
+from pbn.metrics import SCORE_KEYS
 from pbn.skeleton import (
     ANNOTATED,
     LSP_REPORT_GROUPS,
@@ -73,7 +75,26 @@ def joint_mean(pck: np.ndarray, counts: np.ndarray, include: np.ndarray, weighte
     return float(pck[keep].mean())
 
 
-def _summary(err, flags, include, groups, alpha, fine_alpha, auc_alphas, conv: Convention) -> dict:
+def mean_interval(err: np.ndarray, mask: np.ndarray, include: np.ndarray, alpha: float, conv: Convention,
+                  resamples: int = stats.RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the Mean over validation images (resampled with replacement,
+    fixed seed): per-joint hits and counts are summed with each resample's image multiplicities, then
+    combined as the convention combines them. The uncertainty that comes from the validation set alone."""
+    if not (mask[:, include]).any():
+        return float("nan"), float("nan")
+    hit = ((err < alpha) if conv.strict else (err <= alpha)) & mask
+    counts = stats.resample_counts(len(err), resamples, seed)  # [B, N]
+    hits_b, joints_b = counts @ hit[:, include].astype(np.float64), counts @ mask[:, include].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if conv.weighted:
+            means = 100.0 * hits_b.sum(1) / joints_b.sum(1)
+        else:
+            means = np.nanmean(np.where(joints_b > 0, 100.0 * hits_b / joints_b, np.nan), axis=1)
+    return stats.percentile_interval(means)
+
+
+def _summary(err, flags, include, groups, alpha, fine_alpha, auc_alphas, conv: Convention,
+             intervals: bool = False) -> dict:
     annotated = flags != MISSING
     pck, counts = per_joint(err, annotated, alpha, conv.strict)
     out = {}
@@ -95,14 +116,20 @@ def _summary(err, flags, include, groups, alpha, fine_alpha, auc_alphas, conv: C
             p, c = per_joint(err, flags == flag, alpha, conv.strict)
             out[key] = joint_mean(p, c, include, conv.weighted)
         nvis, nocc = int((flags == VISIBLE)[:, include].sum()), int((flags == OCCLUDED)[:, include].sum())
+    if intervals:
+        out["mean_ci"] = mean_interval(err, annotated, include, alpha, conv)
+        out["occluded_ci"] = (mean_interval(err, flags == OCCLUDED, include, alpha, conv) if nocc
+                              else (float("nan"), float("nan")))
     out["per_joint"] = [None if np.isnan(v) else float(v) for v in pck]
     out["counts"] = {"joints": int(counts[include].sum()), "visible": nvis, "occluded": nocc}
     return out
 
 
-def mpii_pckh(pred, gt, flags, head_size, convention: str = "hrnet", alpha: float = PCKH_ALPHA) -> dict:
+def mpii_pckh(pred, gt, flags, head_size, convention: str = "hrnet", alpha: float = PCKH_ALPHA,
+              intervals: bool = False) -> dict:
     """pred, gt [N, 16, 2] (same pixel convention), flags [N, 16], head_size [N] (0.6 x head-box diag).
-    -> {head, shoulder, ..., ankle, mean, mean@0.1, auc, visible, occluded, per_joint, counts, convention}"""
+    -> {head, shoulder, ..., ankle, mean, mean@0.1, auc, visible, occluded, per_joint, counts, convention}
+    (+ mean_ci, occluded_ci: bootstrap intervals over images, with intervals=True)"""
     conv = CONVENTIONS[convention]
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     nan = int(np.isnan(pred).any(-1)[np.asarray(flags) != MISSING].sum())
@@ -111,11 +138,12 @@ def mpii_pckh(pred, gt, flags, head_size, convention: str = "hrnet", alpha: floa
     err = normalized_errors(pred, gt, np.asarray(head_size, np.float64))
     include = np.ones(NUM_JOINTS, bool)
     include[list(MPII_MEAN_EXCLUDED)] = False
-    out = _summary(err, np.asarray(flags), include, MPII_REPORT_GROUPS, alpha, PCKH_ALPHA_FINE, AUC_ALPHAS, conv)
+    out = _summary(err, np.asarray(flags), include, MPII_REPORT_GROUPS, alpha, PCKH_ALPHA_FINE, AUC_ALPHAS, conv,
+                   intervals)
     return {**out, "convention": convention, "metric": f"PCKh@{alpha:g}"}
 
 
-def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA) -> dict:
+def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA, intervals: bool = False) -> dict:
     """LSP PCK@0.2 (eval_pose): normalized by the l-shoulder to r-hip distance, hit at <=, every joint
     scored, Head = mean of neck and head top, Mean pooled over the 14 joints. pred, gt [N, 14, 2]."""
     pred, gt, flags = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(flags)
@@ -123,47 +151,138 @@ def lsp_pck(pred, gt, flags, alpha: float = LSP_ALPHA) -> dict:
     err = normalized_errors(pred, gt, torso)
     scored = np.where(flags == MISSING, VISIBLE, flags)  # LSP scores every joint
     out = _summary(err, scored, np.ones(gt.shape[1], bool), LSP_REPORT_GROUPS, alpha, 0.1, LSP_AUC_ALPHAS,
-                   CONVENTIONS["hrnet"])
+                   CONVENTIONS["hrnet"], intervals)
     return {**out, "convention": "eval_pose", "metric": f"PCK@{alpha:g}"}
 
 
+def as_metrics(summary: dict) -> dict[str, float]:
+    """A scoring summary (mpii_pckh / lsp_pck with intervals=True) under the metric keys of pbn/metrics.py:
+    the one mapping between the two."""
+    out = {"pckh": summary["mean"], "pckh_visible": summary["visible"], "pckh_occluded": summary["occluded"],
+           "pckh_0_1": summary["mean@0.1"], "pckh_auc": summary["auc"]}
+    out["pckh_lo"], out["pckh_hi"] = summary["mean_ci"]
+    out["pckh_occluded_lo"], out["pckh_occluded_hi"] = summary["occluded_ci"]
+    out.update({f"pckh_{k}": summary[k] for k in REPORT_KEYS})
+    assert set(out) == set(SCORE_KEYS), sorted(set(out) ^ set(SCORE_KEYS))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- CLI
-def _load_preds(path: Path, joints: int) -> np.ndarray:
+# Prediction arrays as the published tools write them (all in 1-based MATLAB pixels):
+#   HRNet pred.mat, bearpaw/pytorch-pose preds*.mat     'preds'         N x K x 2
+#   pose-hg-train (Newell) preds .h5                     'preds'         N x K x 2 (h5py order)
+#   bearpaw/eval_pose pred_keypoints_*.mat (LSP, FLIC)   'pred'          2 x K x N (MATLAB order)
+#   Tompson's detections_our_format.mat                  'pos_pred_src'  K x 2 x N
+#   pose-hg-train preds_full.h5 (predictMPII.m input)    'preds_tf'      N x K x 2 (MATLAB's h5read: 2 x K x N)
+# MPII's own server format (RELEASE/annolist structs with annopoints) is not an array and is not read.
+PRED_KEYS = ("preds", "pred", "pos_pred_src", "preds_tf")
+# N: people, K: joints, C: coordinates (2: x, y; 3: x, y and a score/visibility, which is dropped). Tried in
+# this order: when the sizes fit several (N == K, or N of 2 or 3), those giving the ground truth's number
+# of people are kept; if several remain, the first wins and a warning names them.
+PRED_LAYOUTS = ("N x K x C", "C x K x N", "K x C x N", "K x N x C", "N x C x K", "C x N x K")
+
+PREDS_HELP = f"""\
+predictions file:
+  .mat (MATLAB v5/v7; v7.3 is read as HDF5), .h5/.hdf5: the first of the keys {", ".join(PRED_KEYS)}
+  .npy: the array itself
+  layouts, axes found from the sizes (K = 16 for MPII, 14 for LSP; C = 2 for x, y or 3 for x, y, score
+  with the third dropped; N = people): {", ".join(PRED_LAYOUTS)}
+  (e.g. N x 16 x 2 from HRNet/pytorch-pose/pose-hg-train, 2 x 14 x N from eval_pose, 16 x 2 x N as in
+  gt_valid.mat, 3 x K x N, N x K x 3). A 2-D C x K or K x C array is one person (MATLAB drops a trailing
+  1). When the sizes fit several layouts (N == K, or N of 2 or 3), the layout that gives the ground
+  truth's number of people is used; if that still leaves several, the first in the order above, with
+  a warning. Coordinates are 1-based (MATLAB) pixels, as every published file is, unless --zero-based.
+  MPII's annolist/annopoints struct format is not read: export an N x 16 x 2 array."""
+
+
+def _pred_array(path: Path) -> tuple[object, str | None]:
+    """(raw array, key) from a .npy, .mat or .h5 predictions file."""
     from pbn.data import readers
 
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = np.load(path)
-    elif suffix == ".mat":
-        arr = readers.load_mat(path, ("preds",))["preds"]
-    elif suffix in (".h5", ".hdf5"):
-        arr = readers.read_h5_dataset(path, "preds")
-    else:
+        try:
+            return np.load(path, allow_pickle=False), None
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable .npy file ({e})") from None
+    if suffix not in (".mat", ".h5", ".hdf5"):
         raise DataError(f"{path}: predictions must be .mat, .h5 or .npy, got {suffix!r}")
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim == 3 and arr.shape[0] in (2, 3) and arr.shape[1] == joints and arr.shape[2] != 2:
-        arr = np.transpose(arr[:2], (2, 1, 0))  # MATLAB layout 2xKxN / 3xKxN
-    if arr.ndim != 3 or arr.shape[1:] != (joints, 2):
-        raise DataError(f"{path}: expected predictions N x {joints} x 2, got shape {arr.shape}")
-    return arr
+    import h5py
+
+    if suffix == ".mat" and not h5py.is_hdf5(path):
+        m = readers.load_mat(path, ())
+        keys = [k for k in m if not k.startswith("__")]
+        key = next((k for k in PRED_KEYS if k in m), None)
+        if key is None:
+            raise DataError(f"{path}: missing key: expected one of {', '.join(map(repr, PRED_KEYS))} (have {keys})")
+        return m[key], key
+    try:
+        with h5py.File(path, "r") as f:
+            key = next((k for k in PRED_KEYS if k in f), None)
+            if key is None:
+                raise DataError(f"{path}: missing dataset: expected one of {', '.join(map(repr, PRED_KEYS))} "
+                                f"(have {sorted(f.keys())})")
+            return readers.read_h5_dataset(path, key), key
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def _load_preds(path: Path, joints: int, people: tuple[int, ...] = ()) -> tuple[np.ndarray, str]:
+    """Predictions as [N, joints, 2] and how they were read ("key 'pred', C x K x N (2 x 14 x 1000)").
+    people: the ground truth's possible counts, to settle layouts the sizes alone leave open."""
+    raw, key = _pred_array(Path(path))
+    where = f"{path}: " + ("the array" if key is None else f"key {key!r}")
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{where} holds {arr.dtype} data of shape {arr.shape}, not an array of numbers "
+                        "(MPII annolist structs are not read: export an N x K x 2 array)")
+    shape = arr.shape
+    if arr.ndim == 2:  # one person: MATLAB drops a trailing singleton dimension
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise DataError(f"{where} has shape {shape}: expected 3 axes (people, {joints} joints, 2 or 3 coordinates)")
+    fits = [lay for lay in PRED_LAYOUTS if _fits(arr.shape, lay, joints)]
+    if not fits:
+        raise DataError(f"{where} has shape {shape}: no axis of size 2 or 3 (coordinates) beside one of size "
+                        f"{joints} (joints); accepted layouts: {', '.join(PRED_LAYOUTS)}")
+    agree = [lay for lay in fits if arr.shape[lay.split(" x ").index("N")] in people]
+    fits = agree or fits
+    layout = fits[0]
+    if len(fits) > 1:
+        warnings.warn(f"{where} of shape {shape} fits layouts {', '.join(fits)}: read as {layout}, the first in "
+                      "the documented order", stacklevel=2)
+    axes = layout.split(" x ")
+    out = np.transpose(arr, [axes.index(a) for a in "NKC"])[..., :2].astype(np.float64)
+    return out, f"{'array' if key is None else f'key {key!r}'}, {layout} ({' x '.join(map(str, shape))})"
+
+
+def _fits(shape: tuple[int, ...], layout: str, joints: int) -> bool:
+    axes = layout.split(" x ")
+    return shape[axes.index("K")] == joints and shape[axes.index("C")] in (2, 3)
 
 
 def score_files(preds, gt, visibility=None, convention="hrnet", zero_based=False, dataset="mpii") -> dict:
+    """Score a predictions file (any layout of PRED_LAYOUTS under any key of PRED_KEYS) against MPII
+    gt_valid.mat-style ground truth (PCKh) or LSP joints.mat / the LSP JSON (PCK@0.2). The result also
+    holds "preds_read_as": the key and layout the predictions were read with."""
     from pbn.data import readers
     from pbn.data.records import flags_from
 
-    k = 16 if dataset == "mpii" else 14
-    pred = _load_preds(Path(preds), k) - (0.0 if zero_based else 1.0)
+    shift = 0.0 if zero_based else 1.0
     if dataset == "lsp":
         records = readers.read_lsp_mat(gt) if str(gt).endswith(".mat") else readers.read_lsp_json(gt)
+        pred, read_as = _load_preds(Path(preds), 14, (len(records), 1000) if len(records) == 2000 else (len(records),))
         if len(pred) == 1000 and len(records) == 2000:
             records = readers.lsp_split(records, "test")
         if len(pred) != len(records):
             raise DataError(f"{preds}: {len(pred)} predictions but {gt} has {len(records)} people")
-        return lsp_pck(pred, np.stack([r.joints[:, :2] for r in records]), np.stack([r.joints[:, 2] for r in records]))
+        r = lsp_pck(pred - shift, np.stack([r.joints[:, :2] for r in records]),
+                    np.stack([r.joints[:, 2] for r in records]))
+        return {**r, "preds_read_as": read_as}
     g = readers.read_gt_mat(gt)
+    pred, read_as = _load_preds(Path(preds), NUM_JOINTS, (len(g["joints"]),))
     if len(pred) != len(g["joints"]):
         raise DataError(f"{preds}: {len(pred)} predictions but {gt} has {len(g['joints'])} people")
     vis = None
@@ -172,7 +291,7 @@ def score_files(preds, gt, visibility=None, convention="hrnet", zero_based=False
         if len(vis) != len(g["joints"]):
             raise DataError(f"{visibility}: {len(vis)} people but {gt} has {len(g['joints'])}")
     flags = flags_from(g["annotated"], vis)
-    return mpii_pckh(pred, g["joints"], flags, g["head_size"], convention)
+    return {**mpii_pckh(pred - shift, g["joints"], flags, g["head_size"], convention), "preds_read_as": read_as}
 
 
 def format_table(r: dict) -> str:
@@ -181,13 +300,17 @@ def format_table(r: dict) -> str:
     head = " ".join(f"{c:>8}" for c in cols)
     row = " ".join(f"{v:8.2f}" for v in vals)
     c = r["counts"]
+    read_as = f"\npredictions read as: {r['preds_read_as']}" if r.get("preds_read_as") else ""
     return (f"{r['metric']}  convention={r['convention']}\n{head}\n{row}\n"
-            f"joints scored: {c['joints']} (visible {c['visible']}, occluded {c['occluded']}); AUC {r['auc']:.2f}")
+            f"joints scored: {c['joints']} (visible {c['visible']}, occluded {c['occluded']}); AUC {r['auc']:.2f}"
+            f"{read_as}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pbn.evaluate", description="Score a predictions file.")
-    p.add_argument("--preds", required=True, help=".mat/.h5 (key 'preds') or .npy, N x 16 x 2 (LSP: N x 14 x 2)")
+    p = argparse.ArgumentParser(prog="python -m pbn.evaluate", description="Score a predictions file.",
+                                epilog=PREDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preds", required=True,
+                   help=f".mat/.h5 (key {' or '.join(PRED_KEYS)}) or .npy; N x K x 2, 2 x K x N, ... (see below)")
     p.add_argument("--gt", required=True, help="MPII: gt_valid.mat-style file; LSP: joints.mat or the LSP JSON")
     p.add_argument("--visibility", help="MPII is_visible source: valid.h5 or a bearpaw JSON")
     p.add_argument("--convention", choices=sorted(CONVENTIONS), default="hrnet")
@@ -202,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    for w in {str(w.message) for w in caught}:
+    for w in dict.fromkeys(str(w.message) for w in caught):
         print(f"warning: {w}", file=sys.stderr)
     if a.json:
-        keys = [*REPORT_KEYS, "mean", "mean@0.1", "auc", "visible", "occluded", "convention", "metric", "counts"]
+        keys = [*REPORT_KEYS, "mean", "mean@0.1", "auc", "visible", "occluded", "convention", "metric", "counts",
+                "preds_read_as"]
         print(json.dumps({k: (None if isinstance(r[k], float) and np.isnan(r[k]) else r[k]) for k in keys}))
     else:
         print(format_table(r))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pbn.atomic import atomic_write
 from pbn.config import GROUPINGS, MAX_CLUSTERS, MIN_CLUSTERS
 from pbn.data.records import DataError, PoseRecord, stack_records
 from pbn.skeleton import HUMAN_GROUPS, MISSING, MPII_EDGES, MPII_JOINTS, NUM_JOINTS
@@ -101,10 +102,13 @@ def cached_records_mi(records: list[PoseRecord], cache_dir: str | os.PathLike | 
         return np.load(path)
     mi = pose_mi(joints, centre, scale)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, mi)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: _save_npy(p, mi))
     return mi
+
+
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary's name
+        np.save(f, a)
 
 
 @functools.lru_cache(maxsize=1)

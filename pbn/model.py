@@ -77,13 +77,13 @@ class BranchBank(nn.Module):
         self.blocks = nn.Sequential(*[Residual(g * width, g * width, groups=g) for _ in range(depth)])
         # Groups differ in size: each gets kmax output channels, the unused ones are never read.
         self.out = nn.Conv2d(g * width, g * kmax, 1, groups=g)
-        order = torch.full((NUM_JOINTS,), -1, dtype=torch.long)
+        if sorted(j for grp in groups for j in grp) != list(range(NUM_JOINTS)):
+            raise ValueError(f"groups must partition the {NUM_JOINTS} joints, got {groups}")
+        order = [0] * NUM_JOINTS
         for gi, grp in enumerate(groups):
             for pos, joint in enumerate(grp):
                 order[joint] = gi * kmax + pos
-        if (order < 0).any() or sorted(j for grp in groups for j in grp) != list(range(NUM_JOINTS)):
-            raise ValueError(f"groups must partition the {NUM_JOINTS} joints, got {groups}")
-        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
 
     def forward(self, shared):
         return self.out(self.blocks(self.inp(shared))).index_select(1, self.order)
@@ -137,16 +137,24 @@ def count_params(module: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, input_size: int) -> int:
-    """FLOPs (2 x multiply-adds, torch's FlopCounterMode) of one forward pass of one image."""
+    """FLOPs (2 x multiply-adds of convolutions and matmuls, torch's FlopCounterMode; BN, ReLU and pooling
+    not counted) of one forward pass of one image. Works on a meta-device model too."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 3, input_size, input_size))
+        model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def model_flops(cfg, groups: Sequence[Sequence[int]]) -> int:
+    """count_flops of the model cfg describes, built on the meta device: shapes only, no memory or
+    compute, milliseconds at any size (a trial counts its cost before training)."""
+    with torch.device("meta"):
+        return count_flops(build_model(cfg, groups), cfg.input_size)
 
 
 def summary(model: StackedPBN, input_size: int) -> dict:
@@ -171,26 +179,20 @@ def summary(model: StackedPBN, input_size: int) -> dict:
     }
 
 
+MODEL_KEYS = ["preset", "grouping", "clusters", "width", "depth", "stacks", "input_size", "channels", "hg_depth"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    from pbn.config import PRESETS, ConfigError, resolve
+    from pbn.config import ConfigError, add_config_arguments, resolve
     from pbn.groups import GroupingError, resolve_groups
 
-    p = argparse.ArgumentParser(prog="python -m pbn.model", description="Summarize a stacked PBN.")
-    p.add_argument("--groups", default="human", help="shared | per-part | human | mi")
-    p.add_argument("--clusters", type=int, default=None, help="cluster count k for --groups mi")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--depth", type=int, default=1)
-    p.add_argument("--stacks", type=int, default=None)
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--channels", type=int, default=None)
-    p.add_argument("--hg-depth", type=int, default=None)
+    p = argparse.ArgumentParser(prog="python -m pbn.model", description="Summarize a stacked PBN: groups, "
+                                "parameters, FLOPs. The flags are pbn.train's; the preset defaults to paper here.")
+    add_config_arguments(p, MODEL_KEYS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
-    over = {"preset": a.preset, "grouping": a.groups, "clusters": a.clusters, "width": a.width, "depth": a.depth}
-    for key in ("stacks", "input_size", "channels", "hg_depth"):
-        if getattr(a, key) is not None:
-            over[key] = getattr(a, key)
+    over = {k: getattr(a, k) for k in MODEL_KEYS if getattr(a, k) is not None}
+    over.setdefault("preset", "paper")
     try:
         cfg = resolve(over)
         groups = resolve_groups(cfg.grouping, cfg.clusters)

@@ -16,22 +16,23 @@ import random
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from pbn.config import PRESETS, Config, ConfigError, resolve
+from pbn.atomic import atomic_write
+from pbn.config import Config, ConfigError, add_config_arguments, resolve
+from pbn.data.check import require_valid_data
 from pbn.data.dataset import PoseDataset, Source, load_source
 from pbn.data.records import DataError
 from pbn.data.transforms import apply_affine, invert_affine
-from pbn.evaluate import lsp_pck, mpii_pckh
 from pbn.groups import cached_records_mi, group_names, resolve_groups
-from pbn.model import StackedPBN, build_model
-from pbn.skeleton import LSP_TO_MPII, MPII_FLIP_PAIRS
+from pbn.model import StackedPBN, build_model, count_params, model_flops
+from pbn.skeleton import MPII_FLIP_PAIRS
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -120,7 +121,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, amp: bool, cha
 
 @torch.no_grad()
 def validate(model, loader, source: Source, device, amp: bool, channels_last: bool, flip_test: bool) -> dict:
-    """Flip-test heatmaps -> argmax -> original-image pixels -> the dataset's score."""
+    """Flip-test heatmaps -> argmax -> original-image pixels -> the source's own score."""
     model.eval()
     codec = loader.dataset.codec
     preds = np.zeros((len(loader.dataset), 16, 2))
@@ -140,19 +141,7 @@ def validate(model, loader, source: Source, device, amp: bool, channels_last: bo
         crop_xy = codec.to_input(coords.cpu().numpy().astype(np.float64))
         for j, i in enumerate(batch["index"].tolist()):
             preds[i] = apply_affine(crop_xy[j], invert_affine(batch["matrix"][j].numpy()))
-    if source.name == "lsp":
-        gt = np.stack([r.joints for r in source.original])
-        score = lsp_pck(preds[:, list(LSP_TO_MPII)], gt[..., :2], gt[..., 2])
-    else:
-        gt = np.stack([r.joints for r in source.records])
-        head = np.array([r.head_size for r in source.records], dtype=np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # missing visibility is reported as NaN columns
-            score = mpii_pckh(preds, gt[..., :2], gt[..., 2], head)
-    out = {"val_loss": total / max(n, 1), "pckh": score["mean"], "pckh_0_1": score["mean@0.1"],
-           "pckh_auc": score["auc"], "pckh_visible": score["visible"], "pckh_occluded": score["occluded"]}
-    out.update({f"pckh_{k}": score[k] for k in ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")})
-    return out
+    return {"val_loss": total / max(n, 1), **source.score(preds)}
 
 
 def _rng_state() -> dict:
@@ -165,16 +154,10 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: Config, history: list) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "rng": _rng_state(), "config": cfg.to_dict(), "code_version": code_version(),
-             "history": history}
+def save_checkpoint(path: Path, run: Run, epoch: int, history: list) -> None:
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "epoch": epoch, "rng": _rng_state(),
+             "config": run.cfg.to_dict(), "code_version": code_version(), "history": history}
     atomic_write(path, lambda p: torch.save(state, p))
 
 
@@ -185,6 +168,94 @@ def load_checkpoint(path: Path) -> dict:
         raise DataError(f"{path}: unreadable checkpoint ({e})") from None
 
 
+@dataclass
+class Run:
+    """Everything one training run holds between epochs."""
+
+    cfg: Config
+    device: torch.device
+    amp: bool
+    groups: list[tuple[int, ...]]
+    model: StackedPBN
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    val_source: Source
+    sampler: EpochSampler
+    loader: DataLoader
+    val_loader: DataLoader
+    cost: dict  # params, gflops
+
+
+def setup(cfg: Config, check_data: bool = True) -> Run:
+    """Device, data (checked first, unless a sweep driver already did), groups, model, optimizer."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg)
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda and cfg.cudnn_benchmark
+    if check_data:
+        require_valid_data(cfg)
+    train_src, val_src = load_source(cfg, "train"), load_source(cfg, "valid")
+    if len(train_src.records) < cfg.batch_size:
+        raise DataError(f"{cfg.data} train split has {len(train_src.records)} people, fewer than one batch "
+                        f"(batch_size {cfg.batch_size}): nothing would be trained")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    groups = groups_for(cfg, train_src)
+    model: StackedPBN = build_model(cfg, groups).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt_class = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[cfg.optimizer]
+    optimizer = opt_class(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_steps), cfg.lr_gamma)
+    train_set, val_set = PoseDataset(train_src, cfg, train=True), PoseDataset(val_src, cfg, train=False)
+    sampler = EpochSampler(len(train_set), cfg.seed, shuffle=True)
+    loader = DataLoader(_Indexed(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
+    cost = {"params": count_params(model), "gflops": model_flops(cfg, groups) / 1e9}
+    return Run(cfg, device, cuda and cfg.bf16, groups, model, optimizer, scheduler, val_src, sampler, loader,
+               val_loader, cost)
+
+
+def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int, list[dict]]:
+    """(first epoch to train, history so far) from a checkpoint file or the contents load_checkpoint read.
+    A checkpoint of another config is refused; only a larger epoch count may differ (train longer)."""
+    state = resume_from if isinstance(resume_from, dict) else None
+    if resume_from is not None and state is None and Path(resume_from).exists():
+        state = load_checkpoint(Path(resume_from))
+    if state is None:
+        return 0, []
+    now = run.cfg.to_dict()
+    diff = sorted(k for k in now if state["config"].get(k) != now[k])
+    if diff and diff != ["epochs"]:
+        where = f"checkpoint of epoch {state['epoch']}" if state is resume_from else str(resume_from)
+        raise ConfigError(f"{where}: checkpoint was written with a different config ({diff})")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return state["epoch"], list(state["history"])
+
+
+def run_epoch(run: Run, epoch: int, bar=None) -> dict:
+    """Train and validate epoch `epoch` (0-based); the flat metrics dict of pbn.metrics plus epoch and groups."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    run.sampler.epoch = epoch
+    metrics = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "groups": group_label(run.groups),
+               **run.cost}
+    metrics.update(train_one_epoch(run.model, run.loader, run.optimizer, run.device, epoch + 1, run.amp,
+                                   cfg.channels_last, bar))
+    run.scheduler.step()
+    v0 = time.perf_counter()
+    metrics.update(validate(run.model, run.val_loader, run.val_source, run.device, run.amp, cfg.channels_last,
+                            cfg.flip_test))
+    metrics["val_seconds"] = time.perf_counter() - v0
+    metrics["epoch_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
 def fit(
     cfg: Config,
     out_dir: str | os.PathLike,
@@ -192,78 +263,34 @@ def fit(
     on_epoch: Callable[[dict, Path], None] | None = None,
     tensorboard: bool = True,
     progress: bool | None = None,
+    check_data: bool = True,
 ) -> list[dict]:
     """Train cfg.epochs epochs, continuing from `resume_from` if given: a checkpoint file, or one that
     load_checkpoint already read. on_epoch(metrics, out_dir) is called after each epoch's checkpoint is
-    on disk. Returns the per-epoch metrics."""
+    on disk. check_data=False skips the data check (a sweep driver ran it once for all trials).
+    Returns the per-epoch metrics."""
     t_setup = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "code_version": code_version()}, indent=2))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg)
-    cuda = device.type == "cuda"
-    amp, channels_last = cuda and cfg.bf16, cfg.channels_last
-    torch.backends.cudnn.benchmark = cuda and cfg.cudnn_benchmark
-    train_src, val_src = load_source(cfg, "train"), load_source(cfg, "valid")
-    if val_src.name == "mpii" and any(r.head_size is None for r in val_src.records):
-        raise DataError("MPII validation needs head boxes: put gt_valid.mat in <data_root>/mpii/annotations/")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    groups = groups_for(cfg, train_src)
-    model: StackedPBN = build_model(cfg, groups).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt_class = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[cfg.optimizer]
-    optimizer = opt_class(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_steps), cfg.lr_gamma)
-    start, history = 0, []
-    state = resume_from if isinstance(resume_from, dict) else None
-    if resume_from is not None and state is None and Path(resume_from).exists():
-        state = load_checkpoint(Path(resume_from))
-    if state is not None:
-        if state["config"] != cfg.to_dict():
-            diff = sorted(k for k in cfg.to_dict() if state["config"].get(k) != cfg.to_dict()[k])
-            # epochs may grow on resume (train longer); anything else is a different experiment
-            if diff != ["epochs"]:
-                where = f"checkpoint of epoch {state['epoch']}" if state is resume_from else str(resume_from)
-                raise ConfigError(f"{where}: checkpoint was written with a different config ({diff})")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start, history = state["epoch"], list(state["history"])
-    train_set, val_set = PoseDataset(train_src, cfg, train=True), PoseDataset(val_src, cfg, train=False)
-    sampler = EpochSampler(len(train_set), cfg.seed, shuffle=True)
-    loader = DataLoader(_Indexed(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
+    atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(
+        {**cfg.to_dict(), "code_version": code_version()}, indent=2)))
+    run = setup(cfg, check_data)
+    start, history = restore(run, resume_from)
+    setup_seconds = time.perf_counter() - t_setup
     writer = None
     if tensorboard:
         from tensorboardX import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"))
     show = sys.stderr.isatty() if progress is None else progress
-    setup_seconds = time.perf_counter() - t_setup  # data sources, MI groups, model, checkpoint load
     try:
         for epoch in range(start, cfg.epochs):
-            sampler.epoch = epoch
-            t0 = time.perf_counter()
-            bar = _bar(show, len(loader) * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}")
-            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "groups": group_label(groups),
-                       "setup_seconds": setup_seconds}
-            metrics.update(train_one_epoch(model, loader, optimizer, device, epoch + 1, amp, channels_last, bar))
+            bar = _bar(show, len(run.loader) * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}")
+            metrics = {**run_epoch(run, epoch, bar), "setup_seconds": setup_seconds}
             if bar is not None:
                 bar.close()
-            scheduler.step()
-            v0 = time.perf_counter()
-            metrics.update(validate(model, val_loader, val_src, device, amp, channels_last, cfg.flip_test))
-            metrics["val_seconds"] = time.perf_counter() - v0
-            metrics["epoch_seconds"] = time.perf_counter() - t0
             history.append(metrics)
-            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, epoch + 1, cfg, history)
+            save_checkpoint(out / CHECKPOINT, run, epoch + 1, history)
             if writer is not None:
                 for k, v in metrics.items():
                     if k != "epoch" and isinstance(v, float) and math.isfinite(v):
@@ -303,34 +330,9 @@ def _bar(show: bool, total: int, desc: str):
 
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pbn.train", description="Train one stacked PBN (no Ray).")
-    p.add_argument("--data", choices=("synthetic", "mpii", "lsp"))
-    p.add_argument("--data-root")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    p.add_argument("--grouping", choices=("shared", "per-part", "human", "mi"))
-    p.add_argument("--clusters", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--depth", type=int)
-    p.add_argument("--stacks", type=int)
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--channels", type=int)
-    p.add_argument("--hg-depth", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=("rmsprop", "adam"))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
-    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false", default=None)
-    p.add_argument("--train-limit", type=int)
-    p.add_argument("--val-limit", type=int)
-    p.add_argument("--synthetic-train", type=int)
-    p.add_argument("--synthetic-val", type=int)
-    p.add_argument("--synthetic-cache-mb", type=int, help="rendered training images kept in memory (0: off)")
+    p = argparse.ArgumentParser(prog="python -m pbn.train", description="Train one stacked PBN (no Ray). "
+                                "Every option is a pbn.config.Config field; unset options take the preset's value.")
+    add_config_arguments(p)
     p.add_argument("--out", default="runs/train", help="output directory (checkpoint, config, metrics, tb/)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     return p
@@ -338,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    over = {k: v for k, v in vars(a).items() if v is not None and k not in ("out", "resume")}
+    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(a).items()
+            if v is not None and k not in ("out", "resume")}
     out = Path(a.out)
     try:
         cfg = resolve(over)

@@ -126,9 +126,10 @@ def test_evaluate_cli_bad_inputs(tmp_path):
     np.save(tmp_path / "k14.npy", np.zeros((200, 14, 2)))
     import scipy.io
 
-    scipy.io.savemat(tmp_path / "nokey.mat", {"pred": np.zeros((200, 16, 2))})
+    scipy.io.savemat(tmp_path / "nokey.mat", {"other": np.zeros((200, 16, 2))})
     cases = [(tmp_path / "missing.npy", "file not found"), (tmp_path / "short.npy", "10 predictions but"),
-             (tmp_path / "k14.npy", "N x 16 x 2"), (tmp_path / "nokey.mat", "missing key 'preds'")]
+             (tmp_path / "k14.npy", "has shape (200, 14, 2)"),
+             (tmp_path / "nokey.mat", "missing key: expected one of 'preds', 'pred', 'pos_pred_src'")]
     for path, msg in cases:
         r = run_cli("pbn.evaluate", "--preds", str(path), "--gt", gt)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (path, r.stderr)
@@ -162,4 +163,166 @@ def test_h5_predictions_and_missing_dataset(tmp_path):
     with h5py.File(tmp_path / "q.h5", "w") as f:
         f["other"] = g["joints"]
     r = run_cli("pbn.evaluate", "--preds", str(tmp_path / "q.h5"), "--gt", str(gt))
-    assert r.returncode == 2 and "missing dataset 'preds'" in r.stderr
+    assert r.returncode == 2 and "missing dataset: expected one of 'preds', 'pred'" in r.stderr
+
+
+# ------------------------------------------------------------- prediction files: every published key and layout
+# (name, transpose of [N, K, C] into the layout)
+LAYOUTS = [("N x K x C", (0, 1, 2)), ("C x K x N", (2, 1, 0)), ("K x C x N", (1, 2, 0)), ("K x N x C", (1, 0, 2)),
+           ("N x C x K", (0, 2, 1)), ("C x N x K", (2, 0, 1))]
+
+
+def _write_preds(path, key, arr):
+    """arr as the file type of `path` under `key` (.mat: MATLAB v5; .h5 and v7.3-style .mat: HDF5)."""
+    import h5py
+    import scipy.io
+
+    if path.suffix == ".npy":
+        np.save(path, arr)
+    elif path.suffix == ".mat" and not path.stem.endswith("v73"):
+        scipy.io.savemat(path, {key: arr, "other": np.zeros(3)})
+    else:
+        with h5py.File(path, "w") as f:
+            f[key] = arr
+            f["heatmaps"] = np.zeros((2, 2))
+    return path
+
+
+def _mpii_preds():
+    g = readers.read_gt_mat(VALID / "gt_valid_first200.mat")
+    pred = g["joints"] + np.random.default_rng(1).normal(0, 6, g["joints"].shape) + 1  # 1-based
+    score = np.random.default_rng(2).uniform(0, 1, (*pred.shape[:2], 1))  # a third coordinate: dropped
+    return pred, np.concatenate([pred, score], -1)
+
+
+def test_every_layout_key_and_file_type_scores_the_same(tmp_path):
+    from pbn.evaluate import score_files
+
+    gt = VALID / "gt_valid_first200.mat"
+    pred2, pred3 = _mpii_preds()
+    with pytest.warns(UserWarning, match="no visibility"):
+        ref = score_files(_write_preds(tmp_path / "ref.npy", None, pred2), gt)
+    assert 20 < ref["mean"] < 100  # the jitter makes a non-trivial score
+    seen = set()
+    for (name, axes), coords in [(lay, c) for lay in LAYOUTS for c in (2, 3)]:
+        arr = np.transpose(pred2 if coords == 2 else pred3, axes)
+        for key, suffix in [("preds", ".mat"), ("pred", ".mat"), ("pos_pred_src", ".mat"), ("preds", ".h5"),
+                            ("pred", ".h5"), ("preds_tf", "_v73.mat"), (None, ".npy")]:
+            path = _write_preds(tmp_path / f"p_{len(seen)}{suffix}", key, arr)
+            with pytest.warns(UserWarning, match="no visibility"):
+                r = score_files(path, gt)
+            assert r["per_joint"] == ref["per_joint"] and r["mean"] == ref["mean"] and r["auc"] == ref["auc"], \
+                (name, coords, key, suffix)
+            assert name in r["preds_read_as"] and (key is None or repr(key) in r["preds_read_as"])
+            seen.add((name, coords, key, suffix))
+    assert len(seen) == 6 * 2 * 7
+
+
+def test_preds_key_wins_over_pos_pred_src(tmp_path):
+    """detections_our_format.mat-style files carry Tompson's pos_pred_src beside the ground truth; an explicit
+    'preds' comes first in the documented key order."""
+    import scipy.io
+
+    from pbn.evaluate import score_files
+
+    gt = VALID / "gt_valid_first200.mat"
+    pred2, _ = _mpii_preds()
+    scipy.io.savemat(tmp_path / "both.mat", {"pos_pred_src": np.zeros((16, 2, 200)), "preds": pred2})
+    with pytest.warns(UserWarning, match="no visibility"):
+        r = score_files(tmp_path / "both.mat", gt)
+    assert r["mean"] > 20 and "'preds'" in r["preds_read_as"]
+
+
+def _small_gt(tmp_path, n):
+    import scipy.io
+
+    m = scipy.io.loadmat(VALID / "gt_valid_first200.mat")
+    scipy.io.savemat(tmp_path / f"gt{n}.mat", {"pos_gt_src": m["pos_gt_src"][:, :, :n],
+                                               "jnt_missing": m["jnt_missing"][:, :n],
+                                               "headboxes_src": m["headboxes_src"][:, :, :n]})
+    return tmp_path / f"gt{n}.mat", readers.read_gt_mat(tmp_path / f"gt{n}.mat")
+
+
+def test_ambiguous_sizes_use_the_documented_order_and_say_so(tmp_path):
+    from pbn.evaluate import score_files
+
+    gt16, g16 = _small_gt(tmp_path, 16)  # N == K == 16: N x K x C and K x N x C both fit
+    pred = g16["joints"] + 1
+    pred[:, 9] += 1000  # head top always wrong: the transposed reading would score differently
+    np.save(tmp_path / "p16.npy", pred)
+    with pytest.warns(UserWarning) as caught:
+        r = score_files(tmp_path / "p16.npy", gt16)
+    msgs = [str(w.message) for w in caught]
+    assert any("fits layouts N x K x C, K x N x C: read as N x K x C" in m and "(16, 16, 2)" in m for m in msgs), msgs
+    assert r["head"] == 0 and r["shoulder"] == 100
+    cli = run_cli("pbn.evaluate", "--preds", str(tmp_path / "p16.npy"), "--gt", str(gt16), "--json")
+    assert cli.returncode == 0 and "warning:" in cli.stderr and "read as N x K x C" in cli.stderr
+
+    gt3, g3 = _small_gt(tmp_path, 3)  # N = 3: 3 x 16 x 2 could be C x K x N with N = 2; the ground truth says 3
+    np.save(tmp_path / "p3.npy", g3["joints"] + 1)
+    np.save(tmp_path / "p3t.npy", np.transpose(g3["joints"] + 1, (2, 1, 0)))  # 2 x 16 x 3: C x K x N
+    for name, layout in (("p3.npy", "N x K x C"), ("p3t.npy", "C x K x N")):
+        with pytest.warns(UserWarning, match="no visibility") as caught:
+            r = score_files(tmp_path / name, gt3)
+        assert not any("fits layouts" in str(w.message) for w in caught)
+        assert r["mean"] == 100 and layout in r["preds_read_as"]
+
+    gt2, g2 = _small_gt(tmp_path, 2)  # 2 x 16 x 2 with 2 people: both readings give N = 2
+    np.save(tmp_path / "p2.npy", g2["joints"] + 1)
+    with pytest.warns(UserWarning) as caught:
+        assert score_files(tmp_path / "p2.npy", gt2)["mean"] == 100
+    assert any("fits layouts N x K x C, C x K x N: read as N x K x C" in str(w.message) for w in caught)
+
+
+def test_unreadable_layouts_get_one_clear_line(tmp_path):
+    import scipy.io
+
+    gt = str(VALID / "gt_valid_first200.mat")
+    scipy.io.savemat(tmp_path / "k15.mat", {"pred": np.zeros((200, 15, 2))})
+    scipy.io.savemat(tmp_path / "c4.mat", {"preds": np.zeros((200, 16, 4))})
+    np.save(tmp_path / "d4.npy", np.zeros((1, 200, 16, 2)))
+    scipy.io.savemat(tmp_path / "struct.mat", {"pred": {"annorect": np.zeros(3)}})
+    (tmp_path / "text.mat").write_text("not a mat file")
+    cases = [("k15.mat", ["key 'pred'", "(200, 15, 2)", "size 16 (joints)"]),
+             ("c4.mat", ["key 'preds'", "(200, 16, 4)", "size 2 or 3"]),
+             ("d4.npy", ["the array", "(1, 200, 16, 2)", "expected 3 axes"]),
+             ("struct.mat", ["key 'pred'", "not an array of numbers"]),
+             ("text.mat", ["not a readable .mat file"])]
+    for name, parts in cases:
+        r = run_cli("pbn.evaluate", "--preds", str(tmp_path / name), "--gt", gt)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1, (name, r.stderr)
+        assert lines[0].startswith(f"error: {tmp_path / name}: ") and all(p in lines[0] for p in parts), lines
+
+
+def test_help_states_keys_and_layouts():
+    r = run_cli("pbn.evaluate", "--help")
+    assert r.returncode == 0
+    for text in ("preds", "pred", "pos_pred_src", "N x K x C", "C x K x N", "K x C x N", "K x N x C", "1-based"):
+        assert text in r.stdout, text
+
+
+def test_lsp_eval_pose_pred_file(tmp_path):
+    """eval_pose's LSP files: key 'pred', 2 x 14 x N, 1-based. Exactly 100 for the ground truth; a known
+    perturbation gives the hand-computed value."""
+    import scipy.io
+
+    recs = readers.read_lsp_json(LSP_JSON)
+    gt = np.stack([r.joints[:, :2] for r in recs])  # 0-based [1000, 14, 2]
+    scipy.io.savemat(tmp_path / "pred_keypoints_lsp_oc.mat", {"pred": (gt + 1).transpose(2, 1, 0)})
+    cmd = ["pbn.evaluate", "--dataset", "lsp", "--gt", str(LSP_JSON), "--json", "--preds"]
+    r = run_cli(*cmd, str(tmp_path / "pred_keypoints_lsp_oc.mat"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["mean"] == 100 and out["head"] == 100 and "key 'pred', C x K x N (2 x 14 x 1000)" in out["preds_read_as"]
+
+    torso = np.linalg.norm(gt[:, 9] - gt[:, 2], axis=-1)  # l shoulder to r hip
+    pred = gt.copy()
+    pred[:, 13, 0] += 0.25 * torso  # head top of everyone at 0.25 > 0.2: missed
+    pred[:250, 11, 1] -= 0.3 * torso[:250]  # l wrist of the first 250 people missed
+    pred[250:500, 6, 0] += 0.15 * torso[250:500]  # r wrist of 250 more moved, but within 0.2: still hits
+    scipy.io.savemat(tmp_path / "perturbed.mat", {"pred": (pred + 1).transpose(2, 1, 0)})
+    out = json.loads(run_cli(*cmd, str(tmp_path / "perturbed.mat")).stdout)
+    assert out["head"] == pytest.approx(50.0)  # mean of neck (100) and head top (0)
+    assert out["wrist"] == pytest.approx((100 + 75) / 2)
+    assert out["mean"] == pytest.approx(100 * (14 * 1000 - 1000 - 250) / (14 * 1000))  # 91.0714...

@@ -70,22 +70,22 @@ def test_paper_size_shared_8_stack_is_hourglass_sized():
 
 
 def test_model_cli_json_and_text():
-    r = run_cli("pbn.model", "--groups", "human", "--width", "64", "--depth", "1", "--stacks", "3",
+    r = run_cli("pbn.model", "--grouping", "human", "--width", "64", "--depth", "1", "--stacks", "3",
                 "--preset", "small", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["output_shape"] == [1, 16, 16, 16] and info["num_outputs"] == 3  # small preset: 64x64 input
     assert info["params"] == sum(info["params_by_part"].values())
     assert info["flops"] > 1e8
-    r = run_cli("pbn.model", "--groups", "mi", "--clusters", "5", "--stacks", "1", "--preset", "small")
+    r = run_cli("pbn.model", "--grouping", "mi", "--clusters", "5", "--stacks", "1", "--preset", "small")
     assert r.returncode == 0 and "group 5:" in r.stdout and "FLOPs" in r.stdout
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--groups", "bogus"], "grouping"),
-    (["--groups", "mi"], "clusters"),
-    (["--groups", "mi", "--clusters", "16"], "clusters"),
-    (["--groups", "human", "--clusters", "4"], "only grouping 'mi'"),
+    (["--grouping", "bogus"], "grouping"),
+    (["--grouping", "mi"], "clusters"),
+    (["--grouping", "mi", "--clusters", "16"], "clusters"),
+    (["--grouping", "human", "--clusters", "4"], "only grouping 'mi'"),
 ])
 def test_model_cli_bad_input_is_one_clear_line(args, msg):
     r = run_cli("pbn.model", *args, "--preset", "small")

@@ -128,3 +128,277 @@ def _mpii_root_with_mismatched_h5(tmp_path):
     (ann / "valid.json").write_text(json.dumps(entries))
     shutil.copy(VALID / "valid_first200.h5", ann / "valid.h5")
     readers.mpii_split(tmp_path / "root", "valid")
+
+
+# ------------------------------------------------------------------ malformed values never end in a traceback
+def _expect_error(read, path, *parts):
+    """read() raises DataError (never another exception) whose message names the file and every part."""
+    with pytest.raises(DataError) as e:
+        read()
+    msg = str(e.value)
+    assert str(path) in msg, msg
+    for part in parts:
+        assert part in msg, (part, msg)
+    return msg
+
+
+def _edit_json(src, dst, edit):
+    data = json.loads(src.read_text())
+    edit(data)
+    dst.write_text(json.dumps(data))  # json writes NaN as the (Python-readable) literal NaN
+    return dst
+
+
+def _set(i, key, value):
+    def edit(data):
+        data[i][key] = value
+    return edit
+
+
+def _drop(i, key):
+    def edit(data):
+        del data[i][key]
+    return edit
+
+
+HRNET_BAD = [
+    ("scale-string", _set(7, "scale", "big"), ("entry 7", "'scale'", "expected a positive number", "'big'")),
+    ("scale-null", _set(7, "scale", None), ("entry 7", "'scale'", "expected a positive number", "null")),
+    ("scale-negative", _set(7, "scale", -2.0), ("entry 7", "'scale'", "expected a positive number", "-2")),
+    ("scale-zero", _set(7, "scale", 0), ("entry 7", "'scale'", "expected a positive number")),
+    ("scale-nan", _set(7, "scale", float("nan")), ("entry 7", "'scale'", "expected a finite number")),
+    ("scale-bool", _set(7, "scale", True), ("entry 7", "'scale'", "expected a positive number", "boolean")),
+    ("scale-list", _set(7, "scale", [4.7]), ("entry 7", "'scale'", "expected a positive number")),
+    ("center-string", _set(7, "center", "966,340"), ("entry 7", "'center'", "expected 2 numbers", "string")),
+    ("center-3", _set(7, "center", [1, 2, 3]), ("entry 7", "'center'", "expected 2 numbers", "(3,)")),
+    ("center-null", _set(7, "center", None), ("entry 7", "'center'", "expected 2 numbers", "null")),
+    ("center-nan", _set(7, "center", [float("nan"), 3]), ("entry 7", "'center'", "expected finite numbers")),
+    ("joints-ragged", _set(7, "joints", [[1, 2]] * 15 + [[1]]), ("entry 7", "'joints'", "expected 16 x 2", "ragged")),
+    ("joints-strings", _set(7, "joints", [["1", "2"]] * 16), ("entry 7", "'joints'", "expected 16 x 2", "non-numbers")),
+    ("joints-nested", _set(7, "joints", [[[1, 2]]] * 16), ("entry 7", "'joints'", "expected 16 x 2", "(16, 1, 2)")),
+    ("joints-transposed", _set(7, "joints", [[1] * 16, [2] * 16]), ("entry 7", "'joints'", "(2, 16)")),
+    ("joints-null", _set(7, "joints", None), ("entry 7", "'joints'", "expected 16 x 2", "null")),
+    ("joints-nan", _set(7, "joints", [[float("nan"), 1.0]] * 16), ("entry 7", "'joints'", "annotated joint")),
+    ("vis-null", _set(7, "joints_vis", None), ("entry 7", "'joints_vis'", "expected 16 numbers")),
+    ("vis-short", _set(7, "joints_vis", [1] * 15), ("entry 7", "'joints_vis'", "(15,)")),
+    ("image-number", _set(7, "image", 5), ("entry 7", "'image'", "expected a non-empty string")),
+    ("image-missing", _drop(7, "image"), ("entry 7", "no field 'image'")),
+    ("scale-missing", _drop(7, "scale"), ("entry 7", "no field 'scale'")),
+    ("entry-list", lambda d: d.__setitem__(7, [1, 2]), ("entry 7", "expected an object")),
+    ("entry-null", lambda d: d.__setitem__(7, None), ("entry 7", "expected an object", "null")),
+]
+
+
+@pytest.mark.parametrize("name,edit,parts", HRNET_BAD, ids=[c[0] for c in HRNET_BAD])
+def test_hrnet_json_bad_values(tmp_path, name, edit, parts):
+    p = _edit_json(VALID / "valid_first200.json", tmp_path / "train.json", edit)
+    _expect_error(lambda: readers.read_mpii_json(p), p, *parts)
+    _expect_error(lambda: readers.read_annotations(p), p, *parts)
+
+
+def test_hrnet_json_top_level_and_visibility_count(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps({"people": []}))
+    _expect_error(lambda: readers.read_mpii_json(p), p, "expected a JSON list of people", "an object")
+    p.write_text("[1, 2]")
+    _expect_error(lambda: readers.read_mpii_json(p), p, "entry 0", "expected an object")
+    p.write_text("[]")
+    assert readers.read_mpii_json(p) == []
+    _expect_error(lambda: readers.read_mpii_json(VALID / "valid_first200.json", visibility=np.zeros((3, 16))),
+                  VALID / "valid_first200.json", "200 people but visibility has 3")
+
+
+BEARPAW_BAD = [
+    (_set(4, "scale_provided", "big"), ("entry 4", "'scale_provided'", "expected a positive number")),
+    (_set(4, "scale_provided", -3), ("entry 4", "'scale_provided'", "expected a positive number")),
+    (_set(4, "objpos", None), ("entry 4", "'objpos'", "expected 2 numbers")),
+    (_set(4, "joint_self", [[1, 2]] * 16), ("entry 4", "'joint_self'", "expected 16 x 3", "(16, 2)")),
+    (_set(4, "img_paths", ["a.jpg"]), ("entry 4", "'img_paths'", "expected a non-empty string")),
+    (_set(4, "isValidation", "no"), ("entry 4", "'isValidation'", "expected a number")),
+]
+
+
+@pytest.mark.parametrize("edit,parts", BEARPAW_BAD)
+def test_bearpaw_json_bad_values(tmp_path, edit, parts):
+    p = _edit_json(MPII / "bearpaw_format_train_sample.json", tmp_path / "b.json", edit)
+    _expect_error(lambda: readers.read_bearpaw_json(p, split="train"), p, *parts)
+
+
+def test_bearpaw_visibility_nan(tmp_path):
+    def edit(data):
+        data[2]["joint_self"][5][2] = float("nan")
+    p = _edit_json(MPII / "bearpaw_format_train_sample.json", tmp_path / "b.json", edit)
+    _expect_error(lambda: readers.read_visibility(p), p, "entry 2", "'joint_self'", "joint 5")
+
+
+@pytest.mark.parametrize("edit,parts", [
+    (lambda d: d["observer_centric"][3].__setitem__("joints", "none"), ("entry 3", "'joints'", "expected 14 x 2")),
+    (lambda d: d["observer_centric"][3].__setitem__("flag_row3", [0] * 13), ("entry 3", "'flag_row3'", "(13,)")),
+    (lambda d: d["observer_centric"][3].__setitem__("joints", [[float("nan"), 0]] * 14),
+     ("entry 3", "'joints'", "expected finite numbers")),
+    (lambda d: d["observer_centric"][3].pop("image"), ("entry 3", "no field 'image'")),
+    (lambda d: d.__setitem__("observer_centric", {"a": 1}), ("'observer_centric'", "expected a list of people")),
+])
+def test_lsp_json_bad_values(tmp_path, edit, parts):
+    data = json.loads(LSP_JSON.read_text())
+    edit(data)
+    p = tmp_path / "lsp.json"
+    p.write_text(json.dumps(data))
+    _expect_error(lambda: readers.read_lsp_json(p), p, *parts)
+
+
+def _h5_copy(tmp_path, change):
+    import h5py
+
+    p = tmp_path / "valid.h5"
+    with h5py.File(VALID / "valid_first200.h5", "r") as src, h5py.File(p, "w") as dst:
+        for k in src:
+            dst[k] = src[k][()]
+        change(dst)
+    return p
+
+
+def _replace(key, value):
+    def change(f):
+        del f[key]
+        f[key] = value
+    return change
+
+
+def _scale_negative(f):
+    s = f["scale"][()]
+    s[11] = -1.0
+    del f["scale"]
+    f["scale"] = s
+
+
+def _part_nan(f):
+    part = f["part"][()]
+    part[3, 0, 0] = np.nan
+    del f["part"]
+    f["part"] = part
+
+
+def _group(f):
+    del f["visible"]
+    f.create_group("visible")
+
+
+H5_BAD = [
+    (_replace("scale", np.array([b"big"] * 200)), ("dataset 'scale'", "expected 200 numbers", "|S3")),
+    (_scale_negative, ("dataset 'scale'", "expected positive numbers", "entry 11")),
+    (_replace("center", np.zeros((200, 3))), ("dataset 'center'", "expected 200 x 2", "(200, 3)")),
+    (_part_nan, ("dataset 'part'", "expected finite numbers", "[3, 0, 0]")),
+    (_replace("part", np.zeros((199, 16, 2))), ("dataset 'part'", "expected 200 x 16 x 2", "(199, 16, 2)")),
+    (_replace("imgname", np.zeros(200)), ("dataset 'imgname'", "expected N strings")),
+    (lambda f: f.__delitem__("visible"), ("missing dataset 'visible'",)),
+    (_group, ("'visible' is a group",)),
+]
+
+
+@pytest.mark.parametrize("change,parts", H5_BAD)
+def test_h5_bad_values(tmp_path, change, parts):
+    p = _h5_copy(tmp_path, change)
+    _expect_error(lambda: readers.read_mpii_h5(p), p, *parts)
+
+
+def test_h5_char_matrix_names_and_short_imgname_in_split(tmp_path):
+    """Torch-era files store imgname as an N x L uint8 matrix; a visibility file listing fewer people than the
+    JSON is a DataError, not an IndexError."""
+    import h5py
+
+    names = [n.decode() for n in h5py.File(VALID / "valid_first200.h5", "r")["imgname"][()]]
+    chars = np.zeros((200, 16), np.uint8)
+    for i, n in enumerate(names):
+        chars[i, :len(n)] = np.frombuffer(n.encode(), np.uint8)
+    p = _h5_copy(tmp_path, _replace("imgname", chars))
+    assert [r.image for r in readers.read_mpii_h5(p)] == names
+    root = tmp_path / "root"
+    (root / "mpii" / "images").mkdir(parents=True)
+    (root / "mpii" / "annotations").mkdir()
+    entries = json.loads((VALID / "valid_first200.json").read_text())
+    (root / "mpii" / "annotations" / "valid.json").write_text(json.dumps(entries[:50]))
+    short = tmp_path / "short"
+    short.mkdir()
+    import shutil
+
+    shutil.copy(_h5_copy(short, lambda f: None), root / "mpii" / "annotations" / "valid.h5")
+    _expect_error(lambda: readers.mpii_split(root, "valid"), root / "mpii" / "annotations" / "valid.json",
+                  "50 people but visibility has 200")
+
+
+def _mat_copy(tmp_path, change):
+    import scipy.io
+
+    m = {k: v for k, v in scipy.io.loadmat(VALID / "gt_valid_first200.mat").items() if not k.startswith("__")}
+    change(m)
+    scipy.io.savemat(tmp_path / "gt.mat", m)
+    return tmp_path / "gt.mat"
+
+
+def _mat_item(key, index, value):
+    def change(m):
+        m[key] = m[key].astype(np.float64)
+        m[key][index] = value
+    return change
+
+
+GT_BAD = [
+    (lambda m: m.__setitem__("pos_gt_src", "none"), ("key 'pos_gt_src'", "expected 16 x 2 x N numbers")),
+    (lambda m: m.__setitem__("jnt_missing", np.zeros((16, 199))), ("key 'jnt_missing'", "(16, 199)")),
+    (lambda m: m.__setitem__("headboxes_src", np.zeros((2, 2, 200))),
+     ("entry 0 key 'headboxes_src'", "expected a head box of positive finite size")),
+    (_mat_item("pos_gt_src", (4, 0, 9), np.nan), ("entry 9 key 'pos_gt_src'", "annotated joint 4")),
+    (_mat_item("headboxes_src", (1, 1, 17), np.nan), ("entry 17 key 'headboxes_src'",)),
+]
+
+
+@pytest.mark.parametrize("change,parts", GT_BAD)
+def test_gt_mat_bad_values(tmp_path, change, parts):
+    p = _mat_copy(tmp_path, change)
+    _expect_error(lambda: readers.read_gt_mat(p), p, *parts)
+
+
+def test_lsp_mat_bad_values(tmp_path):
+    import scipy.io
+
+    doc = json.loads(LSP_JSON.read_text())["observer_centric"]
+    xy = np.array([e["joints"] for e in doc])
+    good = np.concatenate([xy.transpose(2, 1, 0), np.zeros((1, 14, len(doc)))], 0)
+    p = tmp_path / "joints.mat"
+    nan = good.copy()
+    nan[1, 6, 42] = np.nan
+    for value, parts in [(nan, ("entry 42", "image 43", "joint 6")),
+                         (np.zeros((2, 14, 5)), ("must be 3x14xN", "(2, 14, 5)")),
+                         (np.array(["abc"]), ("must be 3x14xN",))]:
+        scipy.io.savemat(p, {"joints": value})
+        _expect_error(lambda: readers.read_lsp_mat(p), p, *parts)
+    scipy.io.savemat(p, {"joints": good[:, :, :1]})  # MATLAB keeps 3 x 14 for one person
+    assert len(readers.read_lsp_mat(p)) == 1
+
+
+@pytest.mark.parametrize("cell,value,parts", [
+    ("r knee_X", "abc", ("entry 2 (data row 3)", "column 'r knee_X'", "expected a number", "'abc'")),
+    ("Scale", "", ("entry 2 (data row 3)", "column 'Scale'", "an empty cell")),
+    ("Scale", "-1", ("entry 2 (data row 3)", "column 'Scale'", "expected a positive number")),
+    ("Scale", "nan", ("entry 2 (data row 3)", "column 'Scale'", "expected a finite number")),
+])
+def test_kaggle_csv_bad_cells(tmp_path, cell, value, parts):
+    import csv
+
+    with open(KAGGLE_CSV, newline="") as fh:
+        rows = list(csv.DictReader(fh))[:5]
+    rows[2][cell] = value
+    p = tmp_path / "k.csv"
+    with open(p, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    _expect_error(lambda: readers.read_mpii_csv(p), p, *parts)
+
+
+def test_binary_garbage_in_text_formats(tmp_path):
+    for name in ("a.json", "a.csv", "a.h5", "a.mat"):
+        p = tmp_path / name
+        p.write_bytes(b"\x00\xff\xfe garbage \x80" * 10)
+        _expect_error(lambda p=p: readers.read_annotations(p), p)

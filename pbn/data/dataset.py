@@ -6,7 +6,7 @@ thorax missing) and scored with LSP's PCK@0.2 by the source's `score` function.
 
 from __future__ import annotations
 
-import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from pbn.data import readers, transforms
 from pbn.data.records import DataError, PoseRecord
+from pbn.evaluate import as_metrics, lsp_pck, mpii_pckh
 from pbn.heatmaps import HeatmapCodec
 from pbn.skeleton import LSP_TO_MPII, MISSING, MPII_FLIP_PAIRS, NUM_JOINTS
 
@@ -27,13 +28,37 @@ STD = np.array([0.225, 0.224, 0.229], dtype=np.float32) * 255
 
 @dataclass
 class Source:
-    """One split of a dataset: records in the model's 16-joint order and how to load their images."""
+    """One split of a dataset: records in the model's 16-joint order, how to load their images, and how
+    the dataset scores predictions for them (its own protocol: MPII PCKh, LSP PCK@0.2)."""
 
-    name: str  # "synthetic" | "mpii" | "lsp": also the scoring protocol
+    name: str  # "synthetic" | "mpii" | "lsp"
     records: list[PoseRecord]
     load_image: Callable[[int, int], np.ndarray]  # (index, reduction r) -> BGR uint8 image at 1/r size
-    original: list[PoseRecord] | None = None  # LSP: the 14-joint records, for scoring
+    score: Callable[[np.ndarray], dict]  # preds [N, 16, 2] original pixels -> pbn.metrics score keys
     max_reduction: int = 1  # largest r load_image honours (1: it always returns full size)
+
+
+def pckh_scorer(records: list[PoseRecord]) -> Callable[[np.ndarray], dict]:
+    """MPII's protocol (synthetic data uses it too): PCKh@0.5, hrnet convention, with intervals."""
+    gt = np.stack([r.joints for r in records]).astype(np.float64)
+    head = np.array([np.nan if r.head_size is None else r.head_size for r in records], dtype=np.float64)
+
+    def score(preds: np.ndarray) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing visibility is reported as NaN columns
+            return as_metrics(mpii_pckh(preds, gt[..., :2], gt[..., 2], head, intervals=True))
+
+    return score
+
+
+def lsp_scorer(original: list[PoseRecord]) -> Callable[[np.ndarray], dict]:
+    """LSP's protocol: PCK@0.2 of the 14 LSP joints, taken from the model's 16 MPII-ordered outputs."""
+    gt = np.stack([r.joints for r in original]).astype(np.float64)
+
+    def score(preds: np.ndarray) -> dict:
+        return as_metrics(lsp_pck(preds[:, list(LSP_TO_MPII)], gt[..., :2], gt[..., 2], intervals=True))
+
+    return score
 
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -78,8 +103,7 @@ def _lsp_to_mpii(r: PoseRecord) -> PoseRecord:
 
 
 def load_source(cfg, split: str) -> Source:
-    """split: "train" or "valid". Checks what can be checked before training starts: the data root,
-    a non-empty split, every image file present, the first image decodable."""
+    """split: "train" or "valid". Image files are checked by pbn.data.check before training, not here."""
     if cfg.data == "synthetic":
         from pbn.data.synthetic import SyntheticPoses
 
@@ -87,26 +111,22 @@ def load_source(cfg, split: str) -> Source:
         # Validation crops are cached by PoseDataset; training renders are cached here.
         cache = cfg.synthetic_cache_mb << 20 if split == "train" else 0
         syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n, cache)
-        return Source("synthetic", _limit(syn.records, cfg, split), syn.load_image)
+        records = _limit(syn.records, cfg, split)
+        return Source("synthetic", records, syn.load_image, pckh_scorer(records))
     root = Path(cfg.data_root)
     if not root.is_dir():
         raise DataError(f"data_root {root}: directory not found")
     if cfg.data == "mpii":
-        records, original = readers.mpii_split(root, split), None
+        records = _limit(readers.mpii_split(root, split), cfg, split)
+        score = pckh_scorer(records)
     else:
-        original = readers.lsp_split_records(root, "train" if split == "train" else "test")
-        records = [_lsp_to_mpii(r) for r in original]
-    records = _limit(records, cfg, split)
-    if original is not None:
-        original = original[: len(records)]
+        original = _limit(readers.lsp_split_records(root, "train" if split == "train" else "test"), cfg, split)
+        records, score = [_lsp_to_mpii(r) for r in original], lsp_scorer(original)
     if not records:
         raise DataError(f"{cfg.data} {split} split under {root} is empty")
-    absent = [r.image for r in records if not os.path.isfile(r.image)]
-    if absent:
-        raise DataError(f"{len(absent)} image(s) of the {cfg.data} {split} split not found, e.g. {absent[0]}")
-    source = Source(cfg.data, records, _file_loader(records), original, max_reduction=8)
-    source.load_image(0)
-    return source
+    if split == "valid" and cfg.data == "mpii" and any(r.head_size is None for r in records):
+        raise DataError("MPII validation needs head boxes: put gt_valid.mat in <data_root>/mpii/annotations/")
+    return Source(cfg.data, records, _file_loader(records), score, max_reduction=8)
 
 
 def _limit(records, cfg, split):

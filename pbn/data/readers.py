@@ -2,6 +2,10 @@
 
 All MPII files store original-image 1-based (MATLAB) pixels; records are 0-based. Centre/scale: the
 reference convention c_y += 15 s, s *= 1.25 (crop box side 200 s), applied once, here.
+
+A malformed file never ends in a traceback: every value is checked for type, shape and finiteness (and a
+scale for being positive) before use, and a problem raises DataError naming the file, the entry (person)
+index, the field and what was expected.
 """
 
 from __future__ import annotations
@@ -27,31 +31,163 @@ def _need_file(path) -> Path:
 def _load_json(path) -> object:
     p = _need_file(path)
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise DataError(f"{p}: not valid JSON (nested too deeply)") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
 
 
-def _field(entry: dict, key: str, path, i: int):
-    if not isinstance(entry, dict) or key not in entry:
+# ------------------------------------------------------------------------------- value checking
+def _describe(value) -> str:
+    """What a wrong value is, for an error message: 'the string 'big'', 'null', 'shape (16, 3)'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return f"the boolean {bool(value)}"
+    if isinstance(value, (str, bytes)):
+        text = value if isinstance(value, str) else value.decode("latin-1")
+        return f"the string {text[:40]!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (int, float, np.number)):
+        return f"the number {value}"
+    if isinstance(value, (list, tuple)):
+        try:
+            a = np.asarray(value)
+        except ValueError:
+            return f"a ragged list of length {len(value)} (rows of different lengths)"
+        if a.dtype.kind in "biuf":
+            return f"numbers of shape {a.shape}"
+        return f"a list of shape {a.shape} holding non-numbers"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and type {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _dims(shape) -> str:
+    return " x ".join("N" if d is None else str(d) for d in shape)
+
+
+def _first_bad(mask: np.ndarray) -> str:
+    idx = tuple(int(i) for i in np.argwhere(mask)[0])
+    return str(idx[0]) if len(idx) == 1 else str(list(idx))
+
+
+def _array(value, shape, what: str, finite: bool = True) -> np.ndarray:
+    """value -> float64 array of exactly `shape` (None: any size), or DataError '<what>: expected ...'.
+    Strings, null, objects and ragged lists are refused (numpy would turn '1.5' into a number)."""
+    try:
+        a = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        a = None
+    if a is None or a.dtype.kind not in "biuf" or (a.ndim == 0 and len(shape) > 0):
+        raise DataError(f"{what}: expected {_dims(shape) or 'a number'} numbers, got {_describe(value)}")
+    if a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
+        raise DataError(f"{what}: expected {_dims(shape)} numbers, got shape {a.shape}")
+    a = a.astype(np.float64)
+    if finite and not np.isfinite(a).all():
+        at = "" if a.ndim == 0 else f" at index {_first_bad(~np.isfinite(a))}"
+        raise DataError(f"{what}: expected finite numbers, got NaN or infinity{at}")
+    return a
+
+
+def _number(value, what: str, positive: bool = False) -> float:
+    """A finite (and, if asked, positive) number; bools, strings and null are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DataError(f"{what}: expected {'a positive' if positive else 'a'} number, got {_describe(value)}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise DataError(f"{what}: expected a finite number, got {v}")
+    if positive and v <= 0:
+        raise DataError(f"{what}: expected a positive number, got {v:g}")
+    return v
+
+
+def _text(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise DataError(f"{what}: expected a non-empty string (an image file name), got {_describe(value)}")
+    return value
+
+
+def _entries(data, path, what: str) -> list:
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of people ({what}), got {_describe(data)}")
+    return data
+
+
+def _field(entry, key: str, path, i: int):
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: entry {i}: expected an object with field {key!r}, got {_describe(entry)}")
+    if key not in entry:
         raise DataError(f"{path}: entry {i} has no field {key!r}")
     return entry[key]
 
 
-def _array(value, shape, what: str) -> np.ndarray:
+# A column spec: a shape tuple (numbers of that shape; finite unless the key is in `loose`), "number",
+# "positive" (a finite number > 0) or "text" (a non-empty string).
+def _entry_value(entry, key: str, kind, path, i: int, finite: bool = True):
+    what = f"{path}: entry {i} field {key!r}"
+    value = _field(entry, key, path, i)
+    if kind == "text":
+        return _text(value, what)
+    if kind in ("number", "positive"):
+        return _number(value, what, positive=kind == "positive")
+    return _array(value, kind, what, finite)
+
+
+def _fast_column(values: list, kind, finite: bool):
+    """The column as one array (a list for text) when every value is right, else None."""
+    if kind == "text":
+        return values if all(type(v) is str and v for v in values) else None
+    if kind in ("number", "positive"):
+        if not all(type(v) in (int, float) for v in values):  # refuses bool, str, None
+            return None
+        a = np.array(values, dtype=np.float64)
+        ok = np.isfinite(a).all() and (kind == "number" or (a > 0).all())
+        return a if ok else None
     try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{what}: expected numbers of shape {shape}") from None
-    if a.shape != shape:
-        raise DataError(f"{what}: expected shape {shape}, got {a.shape}")
-    return a
+        a = np.asarray(values)
+    except ValueError:  # ragged
+        return None
+    if a.dtype.kind not in "biuf" or a.shape != (len(values), *kind):
+        return None
+    a = a.astype(np.float64)
+    return a if not finite or np.isfinite(a).all() else None
+
+
+def _json_columns(data: list, path, spec: dict, loose: tuple[str, ...] = ()) -> dict:
+    """Each field of every entry, as columns {key: [N, ...] array or list of str}. Vectorized when the file
+    is well formed; otherwise the per-entry check raises DataError naming the first bad entry and field."""
+    out = {}
+    for key, kind in spec.items():
+        finite = key not in loose
+        try:
+            col = _fast_column([e[key] for e in data], kind, finite)
+        except (TypeError, KeyError, IndexError):  # an entry that is not an object, or lacks the key
+            col = None
+        if col is None:
+            values = [_entry_value(e, key, kind, path, i, finite) for i, e in enumerate(data)]
+            col = values if kind == "text" else np.array(values, dtype=np.float64).reshape(len(data), *(
+                () if isinstance(kind, str) else kind))
+        out[key] = col
+    return out
+
+
+def _positive_rows(a: np.ndarray, what: str) -> None:
+    """Every element of a 1-D array > 0, or DataError naming the first entry that is not."""
+    bad = ~(a > 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{what}: expected positive numbers, got {a[i]:g} at entry {i}")
 
 
 def mpii_centre_scale(centre, scale, one_based: bool = True) -> tuple[np.ndarray, float]:
     """Raw MPII objpos/scale -> the crop convention (0-based, c_y += 15 s, s *= 1.25)."""
-    c = np.asarray(centre, dtype=np.float64) - (1.0 if one_based else 0.0)
-    s = float(scale)
+    c = _array(centre, (2,), "centre") - (1.0 if one_based else 0.0)
+    s = _number(scale, "scale", positive=True)
     c = np.array([c[0], c[1] + 15.0 * s])
     return c, 1.25 * s
 
@@ -60,49 +196,70 @@ def _image_path(name: str, image_dir) -> str:
     return str(Path(image_dir) / name) if image_dir else name
 
 
+def _annotated_finite(xy: np.ndarray, annotated: np.ndarray, what: str) -> None:
+    """xy [N, K, 2+], annotated [N, K]: coordinates of annotated joints must be finite (a missing joint's
+    placeholder may be anything). what: '<file>: ... field ...' with {i} for the entry index."""
+    bad = annotated & ~np.isfinite(xy).all(-1)
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"{what.replace('{i}', str(i))}: annotated joint {k} has a NaN or infinite coordinate")
+
+
+def _mpii_crop(centre: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mpii_centre_scale for columns: centre [N, 2] 1-based, scale [N] raw -> 0-based crop centre, scale."""
+    c = centre - 1.0
+    c[:, 1] += 15.0 * scale
+    return c, 1.25 * scale
+
+
+def _records(images: list[str], joints: np.ndarray, centre, scale, image_dir=None, head=None) -> list[PoseRecord]:
+    joints = joints.astype(np.float32)
+    return [PoseRecord(_image_path(images[i], image_dir), joints[i].copy(), centre[i].copy(), float(scale[i]),
+                       None if head is None else float(head[i])) for i in range(len(images))]
+
+
 # ------------------------------------------------------------------------------------------ MPII
 def read_mpii_json(path, image_dir=None, visibility=None, head_sizes=None) -> list[PoseRecord]:
     """HRNet/mmpose JSON (`image`, `center`, `scale`, `joints`, `joints_vis` = annotated).
 
     visibility: optional [N, 16] MPII is_visible (from read_visibility); without it joints are flagged
     ANNOTATED and occlusion metrics are unavailable. head_sizes: optional [N] PCKh normalizers."""
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of people (HRNet/mmpose format)")
+    data = _entries(_load_json(path), path, "HRNet/mmpose format")
     _check_n(visibility, len(data), path, "visibility")
     _check_n(head_sizes, len(data), path, "head sizes")
-    records = []
-    for i, e in enumerate(data):
-        joints = _array(_field(e, "joints", path, i), (NUM_JOINTS, 2), f"{path}: entry {i} field 'joints'")
-        vis = _array(_field(e, "joints_vis", path, i), (NUM_JOINTS,), f"{path}: entry {i} field 'joints_vis'")
-        c, s = mpii_centre_scale(_field(e, "center", path, i), _field(e, "scale", path, i))
-        annotated = vis > 0
-        flags = flags_from(annotated, None if visibility is None else visibility[i])
-        xy = np.where(annotated[:, None], joints - 1.0, 0.0)
-        hs = None if head_sizes is None else float(head_sizes[i])
-        records.append(PoseRecord(_image_path(str(_field(e, "image", path, i)), image_dir),
-                                  np.column_stack([xy, flags]).astype(np.float32), c, s, hs))
-    return records
+    if not data:
+        return []
+    spec = {"joints": (NUM_JOINTS, 2), "joints_vis": (NUM_JOINTS,), "center": (2,), "scale": "positive",
+            "image": "text"}
+    col = _json_columns(data, path, spec, loose=("joints",))
+    annotated = col["joints_vis"] > 0
+    _annotated_finite(col["joints"], annotated, f"{path}: entry {{i}} field 'joints'")
+    flags = flags_from(annotated, visibility)
+    xy = np.where(annotated[..., None], col["joints"] - 1.0, 0.0)
+    centre, scale = _mpii_crop(col["center"], col["scale"])
+    return _records(col["image"], np.concatenate([xy, flags[..., None]], -1), centre, scale, image_dir, head_sizes)
 
 
 def read_bearpaw_json(path, image_dir=None, split: str | None = None) -> list[PoseRecord]:
     """bearpaw/pytorch-pose mpii_annotations.json: `joint_self` 16 x [x, y, is_visible], missing = (0, 0, 0).
     split: None (all), "train" or "valid" (by `isValidation`)."""
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of people (bearpaw format)")
-    records = []
-    for i, e in enumerate(data):
-        if split is not None and bool(_field(e, "isValidation", path, i)) != (split == "valid"):
-            continue
-        js = _array(_field(e, "joint_self", path, i), (NUM_JOINTS, 3), f"{path}: entry {i} field 'joint_self'")
-        c, s = mpii_centre_scale(_field(e, "objpos", path, i), _field(e, "scale_provided", path, i))
-        annotated = (js[:, 0] != 0) | (js[:, 1] != 0)
-        flags = flags_from(annotated, js[:, 2] > 0)
-        xy = np.where(annotated[:, None], js[:, :2] - 1.0, 0.0)
-        records.append(PoseRecord(_image_path(str(_field(e, "img_paths", path, i)), image_dir),
-                                  np.column_stack([xy, flags]).astype(np.float32), c, s))
-    return records
+    data = _entries(_load_json(path), path, "bearpaw format")
+    if not data:
+        return []
+    spec = {"joint_self": (NUM_JOINTS, 3), "objpos": (2,), "scale_provided": "positive", "img_paths": "text"}
+    if split is not None:
+        spec["isValidation"] = "number"
+    col = _json_columns(data, path, spec, loose=("joint_self",))
+    js = col["joint_self"]
+    annotated = (js[..., 0] != 0) | (js[..., 1] != 0)
+    _annotated_finite(js, annotated, f"{path}: entry {{i}} field 'joint_self'")
+    flags = flags_from(annotated, js[..., 2] > 0)
+    xy = np.where(annotated[..., None], js[..., :2] - 1.0, 0.0)
+    centre, scale = _mpii_crop(col["objpos"], col["scale_provided"])
+    keep = np.ones(len(data), bool) if split is None else (col["isValidation"] != 0) == (split == "valid")
+    idx = np.flatnonzero(keep)
+    return _records([col["img_paths"][i] for i in idx], np.concatenate([xy, flags[..., None]], -1)[idx],
+                    centre[idx], scale[idx], image_dir)
 
 
 def _h5(path):
@@ -116,9 +273,37 @@ def _h5(path):
 
 
 def _h5_get(f, key: str, path):
+    import h5py
+
     if key not in f:
         raise DataError(f"{path}: missing dataset {key!r} (have {sorted(f.keys())})")
-    return f[key][()]
+    d = f[key]
+    if not isinstance(d, h5py.Dataset):
+        raise DataError(f"{path}: {key!r} is a group, expected a dataset")
+    try:
+        return d[()]
+    except (OSError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: dataset {key!r} cannot be read ({e})") from None
+
+
+def _h5_numbers(f, key: str, shape, path) -> np.ndarray:
+    return _array(_h5_get(f, key, path), shape, f"{path}: dataset {key!r}")
+
+
+def _h5_names(f, path) -> list[str]:
+    """`imgname` as strings: an array of (byte) strings, or (Torch-era files) an N x L uint8 char matrix."""
+    raw = _h5_get(f, "imgname", path)
+    a = np.asarray(raw)
+    if a.ndim == 1 and a.dtype.kind in "SUO":
+        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in a]
+    elif a.ndim == 2 and a.dtype.kind in "ui":
+        names = [bytes(row.astype(np.uint8)).split(b"\0", 1)[0].decode("utf-8", "replace") for row in a]
+    else:
+        raise DataError(f"{path}: dataset 'imgname': expected N strings (or an N x L char matrix), got "
+                        f"{_describe(a)}")
+    for i, n in enumerate(names):
+        _text(n, f"{path}: entry {i} dataset 'imgname'")
+    return names
 
 
 def read_h5_dataset(path, key: str) -> np.ndarray:
@@ -146,25 +331,20 @@ def read_mpii_h5(path, image_dir=None) -> list[PoseRecord]:
     """Newell's pose-hg-train annot/{train,valid}.h5: `imgname`, `part` (0 = missing), `visible`,
     `center`/`scale` already adjusted, `normalize` = 0.6 x head-box diagonal (valid only)."""
     with _h5(path) as f:
-        names = _h5_get(f, "imgname", path)
-        part = _h5_get(f, "part", path).astype(np.float64)
-        visible = _h5_get(f, "visible", path)
-        centre = _h5_get(f, "center", path)
-        scale = _h5_get(f, "scale", path)
-        norm = f["normalize"][()] if "normalize" in f else None
-    n = len(names)
-    if part.shape != (n, NUM_JOINTS, 2) or visible.shape != (n, NUM_JOINTS):
-        raise DataError(f"{path}: expected part [N,16,2] and visible [N,16], got {part.shape}, {visible.shape}")
-    records = []
-    for i in range(n):
-        annotated = (part[i, :, 0] != 0) | (part[i, :, 1] != 0)
-        flags = flags_from(annotated, visible[i] > 0)
-        xy = np.where(annotated[:, None], part[i] - 1.0, 0.0)
-        name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
-        records.append(PoseRecord(_image_path(name, image_dir), np.column_stack([xy, flags]).astype(np.float32),
-                                  np.asarray(centre[i], np.float64) - 1.0, float(scale[i]),
-                                  None if norm is None else float(norm[i])))
-    return records
+        names = _h5_names(f, path)
+        n = len(names)
+        part = _h5_numbers(f, "part", (n, NUM_JOINTS, 2), path)
+        visible = _h5_numbers(f, "visible", (n, NUM_JOINTS), path)
+        centre = _h5_numbers(f, "center", (n, 2), path)
+        scale = _h5_numbers(f, "scale", (n,), path)
+        norm = _h5_numbers(f, "normalize", (n,), path) if "normalize" in f else None
+    _positive_rows(scale, f"{path}: dataset 'scale'")
+    if norm is not None:
+        _positive_rows(norm, f"{path}: dataset 'normalize'")
+    annotated = (part[..., 0] != 0) | (part[..., 1] != 0)
+    flags = flags_from(annotated, visible > 0)
+    xy = np.where(annotated[..., None], part - 1.0, 0.0)
+    return _records(names, np.concatenate([xy, flags[..., None]], -1), centre - 1.0, scale, image_dir, norm)
 
 
 def read_gt_mat(path) -> dict[str, np.ndarray]:
@@ -172,30 +352,40 @@ def read_gt_mat(path) -> dict[str, np.ndarray]:
     head_size [N] (0.6 x head-box diagonal)."""
     p = Path(path)
     m = load_mat(p, ("pos_gt_src", "jnt_missing", "headboxes_src"))
-    pos, miss, hb = m["pos_gt_src"], m["jnt_missing"], m["headboxes_src"]
-    if pos.ndim != 3 or pos.shape[:2] != (NUM_JOINTS, 2) or miss.shape != (NUM_JOINTS, pos.shape[2]) \
-            or hb.shape != (2, 2, pos.shape[2]):
-        raise DataError(f"{p}: expected pos_gt_src [16,2,N], jnt_missing [16,N], headboxes_src [2,2,N]; got "
-                        f"{pos.shape}, {miss.shape}, {hb.shape}")
+    if all(np.ndim(m[k]) == 2 for k in ("pos_gt_src", "headboxes_src")):  # MATLAB drops a trailing 1: N = 1
+        m = {**m, "pos_gt_src": m["pos_gt_src"][..., None], "headboxes_src": m["headboxes_src"][..., None]}
+    pos = _array(m["pos_gt_src"], (NUM_JOINTS, 2, None), f"{p}: key 'pos_gt_src'", finite=False)
+    n = pos.shape[2]
+    miss = _array(m["jnt_missing"], (NUM_JOINTS, n), f"{p}: key 'jnt_missing' (for {n} people in pos_gt_src)")
+    hb = _array(m["headboxes_src"], (2, 2, n), f"{p}: key 'headboxes_src' (for {n} people in pos_gt_src)",
+                finite=False)
+    annotated = (miss == 0).T
+    joints = np.transpose(pos, (2, 0, 1)) - 1.0
+    _annotated_finite(joints, annotated, f"{p}: entry {{i}} key 'pos_gt_src'")
     head = PCKH_SC_BIAS * np.linalg.norm(hb[1] - hb[0], axis=0)
-    return {"joints": np.transpose(pos, (2, 0, 1)) - 1.0, "annotated": (miss == 0).T, "head_size": head}
+    bad = annotated.any(1) & ~(head > 0)  # NaN, inf - inf or a zero-size box, for a person that is scored
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{p}: entry {i} key 'headboxes_src': expected a head box of positive finite size, got "
+                        f"corners {hb[:, :, i].tolist()}")
+    return {"joints": joints, "annotated": annotated, "head_size": head}
 
 
 def read_visibility(path) -> np.ndarray:
     """MPII is_visible [N, 16] bool from a pose-hg-train .h5 (`visible`) or a bearpaw JSON (`joint_self`)."""
     p = _need_file(path)
     if p.suffix in (".h5", ".hdf5"):
-        v = read_h5_dataset(p, "visible")
+        with _h5(p) as f:
+            v = _h5_numbers(f, "visible", (None, NUM_JOINTS), p)
     elif p.suffix == ".json":
-        data = _load_json(p)
-        if not isinstance(data, list):
-            raise DataError(f"{p}: expected a JSON list (bearpaw format with 'joint_self')")
-        v = np.stack([_array(_field(e, "joint_self", p, i), (NUM_JOINTS, 3), f"{p}: entry {i} 'joint_self'")[:, 2]
-                      for i, e in enumerate(data)])
+        data = _entries(_load_json(p), p, "bearpaw format with 'joint_self'")
+        js = _json_columns(data, p, {"joint_self": (NUM_JOINTS, 3)}, loose=("joint_self",))["joint_self"]
+        v = js[..., 2] if data else np.zeros((0, NUM_JOINTS))
+        if not np.isfinite(v).all():
+            i, k = (int(x) for x in np.argwhere(~np.isfinite(v))[0])
+            raise DataError(f"{p}: entry {i} field 'joint_self': joint {k} has a NaN or infinite visibility")
     else:
         raise DataError(f"{p}: visibility must be a .h5 (valid.h5) or a .json (bearpaw joint_self)")
-    if v.ndim != 2 or v.shape[1] != NUM_JOINTS:
-        raise DataError(f"{p}: expected visibility of shape [N, 16], got {v.shape}")
     return v > 0
 
 
@@ -206,33 +396,53 @@ def _check_n(arr, n: int, path, what: str) -> None:
 
 def read_mpii_csv(path) -> list[PoseRecord]:
     """The Kaggle export of MPII train (one person per image): NAME, `<joint>_X`/`<joint>_Y` for the 16
-    joints (1-based, -1 = missing), Scale. It has no centre: the mean of the annotated joints."""
+    joints (1-based, -1 = missing), Scale. It has no centre: the mean of the annotated joints.
+    A row with fewer than 2 annotated joints is skipped; a cell that is not a number is an error."""
     p = _need_file(path)
     names = [n.replace("_", " ") for n in MPII_JOINTS]
     need = ["NAME", "Scale"] + [f"{n}_{a}" for n in names for a in "XY"]
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{p}: missing column(s) {missing}")
-        records = []
-        for row in reader:
-            try:
-                xy = np.array([[float(row[f"{n}_X"]), float(row[f"{n}_Y"])] for n in names])
-                scale = float(row["Scale"])
-            except (TypeError, ValueError):
-                continue
-            annotated = (xy[:, 0] >= 0) & (xy[:, 1] >= 0)
-            if annotated.sum() < 2 or not scale > 0:
-                continue
-            xy = np.where(annotated[:, None], xy - 1.0, 0.0)
-            # Of the centres derivable from joints, the mean of the annotated ones is closest to MPII's
-            # objpos (median 0.064 x person height on the validation subset; joint-box centre 0.071).
-            records.append(PoseRecord(row["NAME"], np.column_stack([xy, flags_from(annotated, None)]).astype(
-                np.float32), xy[annotated].mean(0), 1.25 * scale))
+    try:
+        with p.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in need if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{p}: missing column(s) {missing}")
+            records = [r for i, row in enumerate(reader) if (r := _csv_record(row, i, names, p)) is not None]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{p}: not a readable CSV file ({e})") from None
     if not records:
         raise DataError(f"{p}: no usable poses (need >= 2 annotated joints and a positive Scale)")
     return records
+
+
+def _csv_cell(row: dict, column: str, i: int, path) -> float:
+    text = row.get(column)
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        got = "an empty cell" if text in (None, "") else _describe(text)
+        raise DataError(f"{path}: entry {i} (data row {i + 1}) column {column!r}: expected a number, got {got}") \
+            from None
+    if not np.isfinite(v):
+        raise DataError(f"{path}: entry {i} (data row {i + 1}) column {column!r}: expected a finite number, got {v}")
+    return v
+
+
+def _csv_record(row: dict, i: int, names: list[str], path) -> PoseRecord | None:
+    xy = np.array([[_csv_cell(row, f"{n}_{a}", i, path) for a in "XY"] for n in names])
+    scale = _csv_cell(row, "Scale", i, path)
+    if scale <= 0:
+        raise DataError(f"{path}: entry {i} (data row {i + 1}) column 'Scale': expected a positive number, "
+                        f"got {scale:g}")
+    image = _text(row.get("NAME"), f"{path}: entry {i} (data row {i + 1}) column 'NAME'")
+    annotated = (xy[:, 0] >= 0) & (xy[:, 1] >= 0)
+    if annotated.sum() < 2:
+        return None
+    xy = np.where(annotated[:, None], xy - 1.0, 0.0)
+    # Of the centres derivable from joints, the mean of the annotated ones is closest to MPII's
+    # objpos (median 0.064 x person height on the validation subset; joint-box centre 0.071).
+    return PoseRecord(image, np.column_stack([xy, flags_from(annotated, None)]).astype(np.float32),
+                      xy[annotated].mean(0), 1.25 * scale)
 
 
 # ------------------------------------------------------------------------------------------- LSP
@@ -262,13 +472,24 @@ def read_lsp_mat(path, image_dir=None, first_index: int = 1) -> list[PoseRecord]
     """LSP joints.mat: original 3x14xN (row 3: 1 = occluded) or LSP-extended 14x3xN (column 3: 1 = visible).
     Images are im0001.jpg.. (4 digits, original) or im00001.jpg.. (5 digits, extended)."""
     p = Path(path)
-    j = load_mat(p, ("joints",))["joints"]
+    raw = load_mat(p, ("joints",))["joints"]
+    j = np.asarray(raw)
+    if j.ndim == 2 and j.shape in ((3, 14), (14, 3)):  # MATLAB drops a trailing singleton dimension: N = 1
+        j = j[:, :, None]
+    if j.ndim != 3 or j.shape[:2] not in ((3, 14), (14, 3)):
+        raise DataError(f"{p}: 'joints' must be 3x14xN (LSP) or 14x3xN (LSP-extended), got {_describe(raw)}")
+    j = _array(j, j.shape, f"{p}: key 'joints'", finite=False)
     if j.shape[:2] == (3, 14):
-        xy, occluded, digits = np.transpose(j[:2], (2, 1, 0)), j[2].T > 0, 4
-    elif j.shape[:2] == (14, 3):
-        xy, occluded, digits = np.transpose(j[:, :2], (2, 0, 1)), j[:, 2].T == 0, 5
+        xy, flag, digits = np.transpose(j[:2], (2, 1, 0)), j[2].T, 4
+        occluded = flag > 0
     else:
-        raise DataError(f"{p}: 'joints' must be 3x14xN (LSP) or 14x3xN (LSP-extended), got {j.shape}")
+        xy, flag, digits = np.transpose(j[:, :2], (2, 0, 1)), j[:, 2].T, 5
+        occluded = flag == 0
+    bad = ~np.isfinite(xy).all(-1) | ~np.isfinite(flag)
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"{p}: entry {i} (image {first_index + i}) key 'joints': joint {k} has a NaN or infinite "
+                        "coordinate or flag")
     names = [f"im{i:0{digits}d}.jpg" for i in range(first_index, first_index + xy.shape[0])]
     return lsp_records(xy, occluded, names, image_dir)
 
@@ -279,11 +500,12 @@ def read_lsp_json(path, image_dir=None, labels: str = "observer_centric") -> lis
     if not isinstance(data, dict) or labels not in data:
         raise DataError(f"{path}: expected an object with key {labels!r}")
     entries = data[labels]
-    xy = np.stack([_array(_field(e, "joints", path, i), (14, 2), f"{path}: entry {i} 'joints'")
-                   for i, e in enumerate(entries)])
-    occ = np.stack([_array(_field(e, "flag_row3", path, i), (14,), f"{path}: entry {i} 'flag_row3'")
-                    for i, e in enumerate(entries)]) > 0
-    return lsp_records(xy, occ, [str(e["image"]) for e in entries], image_dir)
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: {labels!r}: expected a list of people, got {_describe(entries)}")
+    if not entries:
+        return []
+    col = _json_columns(entries, path, {"joints": (14, 2), "flag_row3": (14,), "image": "text"})
+    return lsp_records(col["joints"], col["flag_row3"] > 0, col["image"], image_dir)
 
 
 def lsp_split(records: list[PoseRecord], split: str) -> list[PoseRecord]:
@@ -346,7 +568,8 @@ def mpii_split(root, split: str) -> list[PoseRecord]:
     records = read_mpii_json(json_path, base / "images", visibility, head)
     if visibility is not None:  # same people in the same order: check the image names agree
         with _h5(vis_path) as f:
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["imgname"][()]]
+            names = _h5_names(f, vis_path)
+        _check_n(names, len(records), json_path, f"{vis_path.name} 'imgname'")
         bad = [i for i, r in enumerate(records) if os.path.basename(r.image) != names[i]]
         if bad:
             raise DataError(f"{vis_path}: person {bad[0]} is {names[bad[0]]} but {json_path} has "
