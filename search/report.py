@@ -1,94 +1,402 @@
-"""Figures and a markdown summary of a sweep: `python -m search.report results/<name>.parquet [--out DIR]`."""
+"""The verdict of one or more sweeps, with intervals, at equal epochs:
+`python -m search.report results/<name>.parquet [more.parquet ...] [--out DIR]`.
+
+Writes summary.md (opening with `## Verdict`), verdict.json and figures into results/<name>/ (or --out):
+learning_curves.png, pckh_vs_width_depth.png, visible_vs_occluded.png, pareto.png, cost_curve.png,
+importance.png. Nothing here averages or ranks trials of different epochs: search trials are compared
+at the rung each one earned, confirmed configurations over paired seeds at MAX_EPOCHS.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from search.results import final_rows, read_results
+from pbn.atomic import atomic_write_text
+from pbn.stats import mean_interval
+from search import analysis
+from search.results import read_results
 
 COLORS = {"shared": "tab:gray", "per-part": "tab:orange", "human": "tab:blue", "mi": "tab:green"}
+VERDICT_METRICS = ("pckh", "pckh_occluded")  # the paper's claim is about occluded joints
+WEAK_RHO = 0.5  # a first rung whose rank correlation with the last epoch may be below this judges poorly
 
 
-def write_report(parquet: str | Path, out: str | Path | None = None) -> Path:
+def sweep_info(parquet: Path, df: pd.DataFrame) -> dict:
+    """The sweep's settings from results/<name>.sweep.json beside the Parquet path (else inferred)."""
+    state = parquet.with_name(parquet.name.replace(".parquet", ".sweep.json"))
+    if state.is_file():
+        return json.loads(state.read_text())
+    return {"name": df["sweep"].iloc[0] if len(df) else parquet.stem, "metric": "pckh", "mode": "max",
+            "max_epochs": int(df["epoch"].max()) if len(df) else 0, "grace_period": None, "reduction_factor": None,
+            "optuna_storage": None}
+
+
+def rung_epochs(info: dict) -> list[int]:
+    g, rf, m = info.get("grace_period"), info.get("reduction_factor"), info["max_epochs"]
+    if not g:
+        return []
+    out = []
+    while g < m:
+        out.append(int(g))
+        g *= rf
+    return out
+
+
+def _fmt(v: float, signed: bool = False) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    return f"[{_fmt(lo, signed)}, {_fmt(hi, signed)}]"
+
+
+# ------------------------------------------------------------------------------------------ text
+def verdict_section(df: pd.DataFrame, info: dict) -> tuple[list[str], list[dict]]:
+    """Plain-words lines and the verdict.json objects of one sweep."""
+    epoch = info["max_epochs"]
+    found = analysis.verdicts(df, VERDICT_METRICS, epoch, info["mode"])
+    lines = []
+    table = analysis.point_intervals(df, "pckh", epoch)
+    if table.empty:
+        return ["No confirmation stage has finished in this sweep, so nothing is resolved: the search stage below "
+                "ranks single-seed trials with validation-set intervals only, and a ranking inside seed noise is "
+                "no answer. Run the sweep with `--confirm-seeds 3` (or more)."], []
+    best = table.iloc[0]
+    lines.append(f"Confirmation stage, epoch {epoch}, {int(table['n'].max())} paired seeds: best **{best['label']}**, "
+                 f"PCKh {_fmt(best['mean'])} {_ci(best['lo'], best['hi'])} (mean over seeds, 95% t interval).")
+    for metric, title in (("pckh", "PCKh"), ("pckh_occluded", "PCKh on occluded joints")):
+        rows = [v for v in found if v["metric"] == metric]
+        if not rows:
+            continue
+        lines.append(f"\n{title}, best minus each other configuration (paired over seeds):")
+        for v in rows:
+            word = "resolved" if v["resolved"] else "not resolved"
+            lines.append(f"- {v['a']} vs {v['b']}: {_fmt(v['diff'], True)} {title.split()[0]} "
+                         f"{_ci(v['lo'], v['hi'], True)}, {word} (n = {v['n_seeds']})")
+    n_res = sum(v["resolved"] for v in found)
+    lines.append(f"\n{n_res} of {len(found)} comparisons resolved (95% interval excludes 0; each comparison on "
+                 "its own, no correction for multiple comparisons).")
+    return lines, found
+
+
+def search_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[str]:
+    lines = ["| rank | configuration | seed | compared at epoch | PCKh [val 95% CI] | occluded [val 95% CI] | "
+             "reached | early stop |", "|---|---|---|---|---|---|---|---|"]
+    rows = df[df["stage"] == analysis.SEARCH].set_index(["trial_id", "epoch"])
+    for i, r in ranking.iterrows():
+        at = rows.loc[(r["trial_id"], r["earned_epoch"])]
+        stop = ("audited (ASHA: epoch " + str(int(r["would_stop"])) + ")" if r["audited"] and np.isfinite(
+            r["would_stop"]) else "audited" if r["audited"] else
+            f"stopped at {r['reached']}" if r["reached"] < info["max_epochs"] else "")
+        lines.append(f"| {i + 1} | {analysis.point_label(r['point'])} | {int(at['seed'])} | {r['earned_epoch']} | "
+                     f"{_fmt(at['pckh'])} {_ci(at['pckh_lo'], at['pckh_hi'])} | {_fmt(at['pckh_occluded'])} "
+                     f"{_ci(at['pckh_occluded_lo'], at['pckh_occluded_hi'])} | {r['reached']} | {stop} |")
+    return lines
+
+
+def audit_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[str]:
+    rungs = rung_epochs(info)
+    if not rungs:
+        return [f"No early-stopping rung below epoch {info['max_epochs']} in this sweep."]
+    corr = analysis.rung_correlations(ranking, df, info["metric"], rungs, info["max_epochs"])
+    miss = analysis.audit_misses(ranking, info["max_epochs"], info["mode"])
+    lines = [f"Rank correlation (Spearman) between {info['metric']} at each rung epoch and at epoch "
+             f"{info['max_epochs']}, over the {miss['finished']} search trials that reached it (audited and promoted):",
+             "", "| rung epoch | rho [95% bootstrap CI] | trials |", "|---|---|---|"]
+    lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.lo:.2f}, {r.hi:.2f}] | {int(r.n)} |" for r in corr.itertuples()]
+    lines.append(f"\nAudited trials (exempt from early stopping): {miss['audited']}; ASHA would have stopped "
+                 f"{miss['would_stop']} of them, {miss['would_stop_top_half']} of which finished in the top half.")
+    first = corr[corr["epoch"] == rungs[0]]
+    if first.empty or not np.isfinite(first["rho"].iloc[0]):
+        lines.append(f"\nToo few trials reached epoch {info['max_epochs']} to judge the first rung (epoch {rungs[0]}):"
+                     " raise AUDIT_FRACTION or NUM_SAMPLES.")
+    elif first["lo"].iloc[0] < WEAK_RHO:
+        lines.append(f"\n**The first rung judges weakly**: at epoch {rungs[0]} the ranking may correlate with the "
+                     f"final one by as little as rho = {first['lo'].iloc[0]:.2f}. Trials it stops could finish well: "
+                     "raise GRACE_PERIOD (or train more images per epoch) so the first judgement comes later.")
+    return lines
+
+
+def summary_lines(df: pd.DataFrame, info: dict) -> list[str]:
+    """The driver's closing summary: the verdict, then the search stage at equal epochs."""
+    verdict, _ = verdict_section(df, info)
+    ranking = analysis.search_ranking(df, info["metric"], info["mode"], info.get("grace_period"),
+                                      info.get("reduction_factor"), info["max_epochs"])
+    return ["", "Verdict:", *verdict, "", "Search stage (each trial at the epoch it earned):",
+            *search_section(df, info, ranking.head(20))]
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parquet = Path(parquet)
-    if not parquet.is_file():
-        raise FileNotFoundError(f"{parquet}: results file not found")
-    df = read_results(parquet)  # may run while the sweep is still writing
-    out = Path(out) if out else parquet.with_suffix("")
-    out.mkdir(parents=True, exist_ok=True)
-    last = final_rows(df)
+    return plt
 
+
+def equal_fidelity_points(df: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """One row per configuration compared at the same epoch: confirmed points at MAX_EPOCHS (mean and t
+    interval over seeds), else search trials that reached MAX_EPOCHS (validation-set interval)."""
+    e = info["max_epochs"]
+    at = df[df["epoch"] == e]
+    conf = at[at["stage"] == analysis.CONFIRM]
+    src, rows = (conf, "seeds") if len(conf) else (at[at["stage"] == analysis.SEARCH], "validation images")
+    out = []
+    for point, g in src.groupby("point"):
+        row = {"point": point, "label": analysis.point_label(point), "grouping": g["grouping"].iloc[0],
+               "width": g["width"].iloc[0], "depth": g["depth"].iloc[0], "params": g["params"].iloc[0],
+               "gflops": g["gflops"].iloc[0], "interval_over": rows, "n": len(g)}
+        for m in ("pckh", "pckh_visible", "pckh_occluded"):
+            if len(conf):
+                row[m], row[m + "_lo"], row[m + "_hi"] = mean_interval(g[m])
+            else:
+                best = g.sort_values(m, ascending=False).iloc[0]
+                lo, hi = (best.get(m + "_lo", math.nan), best.get(m + "_hi", math.nan))
+                row[m], row[m + "_lo"], row[m + "_hi"] = best[m], lo, hi
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _errorbar(ax, x, pts, m, **kw):
+    y = pts[m].to_numpy(float)
+    lo, hi = pts[m + "_lo"].to_numpy(float), pts[m + "_hi"].to_numpy(float)
+    err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+    ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, **kw)
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Mask of points no other point beats on both lower cost and higher value."""
+    keep = np.ones(len(cost), bool)
+    for i in range(len(cost)):
+        keep[i] = not np.any((cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i])))
+    return keep
+
+
+def fig_learning_curves(plt, df, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for _, g in df.sort_values("epoch").groupby("trial_id"):
-        ax.plot(g["epoch"], g["pckh"], color=COLORS.get(g["grouping"].iloc[0], "k"), alpha=0.8, marker=".")
-    for name, c in COLORS.items():
-        ax.plot([], [], color=c, label=name)
-    ax.set(xlabel="epoch", ylabel="val PCKh@0.5", title="learning curves by grouping strategy")
-    ax.legend()
+    for _, g in df[df["stage"] == analysis.SEARCH].sort_values("epoch").groupby("trial_id"):
+        ax.plot(g["epoch"], g["pckh"], color=COLORS.get(g["grouping"].iloc[0], "k"), alpha=0.35, lw=0.8)
+    conf = df[(df["stage"] == analysis.CONFIRM) & (df["epoch"] > 0)]
+    for point, g in conf.groupby("point"):
+        per_epoch = g.groupby("epoch")["pckh"].apply(lambda v: pd.Series(mean_interval(v), ["m", "lo", "hi"]))
+        per_epoch = per_epoch.unstack()
+        color = COLORS.get(g["grouping"].iloc[0], "k")
+        ax.plot(per_epoch.index, per_epoch["m"], color=color, lw=2, label=analysis.point_label(point))
+        ax.fill_between(per_epoch.index, per_epoch["lo"], per_epoch["hi"], color=color, alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="val PCKh@0.5", title="search trials (thin) and confirmed configurations "
+           "(mean, 95% CI over seeds)")
+    if len(conf):
+        ax.legend(fontsize=7)
     fig.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
+
+def fig_width_depth(plt, pts: pd.DataFrame, epoch: int, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, col in zip(axes, ("width", "depth")):
-        for name, g in last.groupby("grouping"):
-            ax.scatter(g[col], g["pckh"], color=COLORS.get(name, "k"), label=name, s=40)
-        ax.set(xlabel=col.upper()[0] + f" ({col})", title=f"final PCKh vs {col}")
-        ax.set_xscale("log", base=2) if col == "width" else None
-    axes[0].set_ylabel("final val PCKh@0.5")
-    axes[1].legend()
+        for name, g in pts.groupby("grouping"):
+            _errorbar(ax, g[col].to_numpy(float), g, "pckh", color=COLORS.get(name, "k"), label=name)
+        ax.set(xlabel=col, title=f"PCKh at epoch {epoch} vs {col}")
+    axes[0].set_ylabel(f"val PCKh@0.5 (95% CI over {pts['interval_over'].iloc[0] if len(pts) else '-'})")
+    axes[1].legend(fontsize=7)
     fig.savefig(out / "pckh_vs_width_depth.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    per = last.groupby("grouping")[["pckh_visible", "pckh_occluded"]].mean()
-    ax = per.plot.bar(figsize=(6, 4), color=["tab:cyan", "tab:red"], rot=0)
-    ax.set(ylabel="PCKh@0.5 (mean over trials' last epoch)", title="visible vs occluded joints")
-    ax.figure.savefig(out / "visible_vs_occluded.png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
 
-    cols = ["grouping", "clusters", "width", "depth", "epoch", "stopped_early", "pckh", "pckh_visible",
-            "pckh_occluded"]
-    lines = [f"# Sweep {df['sweep'].iloc[0]}", "",
-             f"{last.shape[0]} trials, {len(df)} (trial, epoch) rows; {int(last['stopped_early'].sum())} stopped "
-             "early by ASHA. PCKh@0.5, hrnet convention, last reported epoch of each trial.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in last.iterrows():
-        cells = ("" if pd.isna(r[c]) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])) for c in cols)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## By strategy (mean of trials' last epoch)", "", per.round(2).to_markdown()
-              if hasattr(per, "to_markdown") and _has_tabulate() else per.round(2).to_string(), "",
-              "Figures: learning_curves.png, pckh_vs_width_depth.png, visible_vs_occluded.png"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+def fig_visible_occluded(plt, pts: pd.DataFrame, epoch: int, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(pts)), 4))
+    x = np.arange(len(pts))
+    _errorbar(ax, x - 0.1, pts, "pckh_visible", color="tab:cyan", label="visible")
+    _errorbar(ax, x + 0.1, pts, "pckh_occluded", color="tab:red", label="occluded")
+    ax.set_xticks(x, pts["label"], rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel=f"PCKh@0.5 at epoch {epoch} (95% CI)", title="visible vs occluded joints, equal epoch")
+    ax.legend()
+    fig.savefig(out / "visible_vs_occluded.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def fig_pareto(plt, pts_by_sweep: dict[str, pd.DataFrame], epoch_by_sweep: dict, out: Path) -> list[str]:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    lines = []
+    for sweep, pts in pts_by_sweep.items():
+        if pts.empty:
+            continue
+        for ax, col, unit in zip(axes, ("gflops", "params"), ("GFLOPs per image", "parameters")):
+            front = pareto_front(pts[col].to_numpy(float), pts["pckh"].to_numpy(float))
+            for name, g in pts.groupby("grouping"):
+                _errorbar(ax, g[col].to_numpy(float), g, "pckh", color=COLORS.get(name, "k"),
+                          label=name if col == "gflops" else None)
+            f = pts[front].sort_values(col)
+            ax.plot(f[col], f["pckh"], "k--", lw=1, label=f"Pareto front ({sweep})" if col == "gflops" else None)
+            ax.set(xlabel=unit, xscale="log")
+        lines += [f"- {sweep}: {r.label}: {r.gflops:.3f} GFLOPs, {int(r.params):,} parameters, PCKh {r.pckh:.1f} "
+                  f"{_ci(r.pckh_lo, r.pckh_hi)} (epoch {epoch_by_sweep[sweep]})"
+                  for r in pts[pareto_front(pts["gflops"].to_numpy(float), pts["pckh"].to_numpy(float))]
+                  .sort_values("gflops").itertuples()]
+    axes[0].set_ylabel("val PCKh@0.5 (95% CI)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("accuracy vs cost at equal epoch")
+    fig.savefig(out / "pareto.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return lines
+
+
+def fig_cost_curve(plt, df: pd.DataFrame, infos: dict, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for sweep, g in df.groupby("sweep"):
+        e = infos[sweep]["max_epochs"]
+        g = g[g["epoch"] > 0].sort_values("reported_at")
+        hours = g["device_seconds"].fillna(0).cumsum() / 3600
+        full = (g["epoch"] == e).to_numpy()  # only full-fidelity results count as "best so far"
+        best = pd.Series(np.where(full, g["pckh"], np.nan)).cummax().to_numpy()
+        ax.step(hours, best, where="post", label=f"{sweep} (epoch {e} results)")
+    ax.set(xlabel="cumulative device-hours (GPUs, or CPUs on CPU trials, x wall time)",
+           ylabel="best val PCKh@0.5 so far", title="what the sweep bought")
+    ax.legend(fontsize=7)
+    fig.savefig(out / "cost_curve.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def importance(df: pd.DataFrame, info: dict) -> tuple[dict[str, float], int, int]:
+    """(PED-ANOVA importance of each searched name, epoch, trials) over the search trials at one epoch: the
+    highest rung that at least half of them (and >= 4) reached, so every trial is judged at equal fidelity."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    s = df[(df["stage"] == analysis.SEARCH) & (df["epoch"] > 0)]
+    reached = s.groupby("trial_id")["epoch"].max()
+    epochs = sorted({*rung_epochs(info), info["max_epochs"]}, reverse=True)
+    epoch = next((e for e in epochs if (reached >= e).sum() >= max(4, len(reached) / 2)), None)
+    if epoch is None:
+        return {}, 0, 0
+    at = s[s["epoch"] == epoch].drop_duplicates("trial_id")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize" if info["mode"] == "max" else "minimize")
+    values: dict[str, set] = {}
+    points = [json.loads(p) for p in at["point"]]
+    for p in points:
+        for k, v in p.items():
+            values.setdefault(k, set()).add(v)
+    dists = {k: CategoricalDistribution(sorted(v, key=str)) for k, v in values.items()}
+    for p, value in zip(points, at[info["metric"]]):
+        if np.isfinite(value):
+            study.add_trial(optuna.trial.create_trial(params=p, distributions={k: dists[k] for k in p}, value=value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PED-ANOVA warns about regimes of < 2 trials: the count is in the title
+        try:
+            return dict(optuna.importance.get_param_importances(study)), epoch, len(study.trials)
+        except (RuntimeError, ValueError):
+            return {}, epoch, len(study.trials)
+
+
+def fig_importance(plt, imps: dict[str, tuple], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = sorted({k for imp, _, _ in imps.values() for k in imp})
+    width = 0.8 / max(1, len(imps))
+    for i, (sweep, (imp, epoch, n)) in enumerate(imps.items()):
+        ax.barh(np.arange(len(names)) + i * width, [imp.get(k, 0) for k in names], height=width,
+                label=f"{sweep}: epoch {epoch}, {n} trials")
+    ax.set_yticks(np.arange(len(names)) + width * (len(imps) - 1) / 2, names)
+    ax.set(xlabel="PED-ANOVA importance (share)", title="which searched name mattered (equal epoch)")
+    if imps:
+        ax.legend(fontsize=7)
+    fig.savefig(out / "importance.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ report
+def write_report(parquets, out: str | Path | None = None) -> Path:
+    parquets = [Path(p) for p in ([parquets] if isinstance(parquets, str | Path) else parquets)]
+    frames, infos = [], {}
+    for p in parquets:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: results not found")
+        df = read_results(p)  # may run while the sweep is still writing
+        if df.empty:
+            raise FileNotFoundError(f"{p}: no results yet")
+        info = sweep_info(p, df)
+        for sweep in df["sweep"].unique():
+            infos[sweep] = info
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    out = Path(out) if out else parquets[0].with_name(parquets[0].name.replace(".parquet", ""))
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    sweeps = list(infos)
+    lines = [f"# Sweep{'s' if len(sweeps) > 1 else ''} {', '.join(sweeps)}", "", "## Verdict", ""]
+    verdict_json, body, pts_by, epoch_by, imps = [], [], {}, {}, {}
+    for sweep in sweeps:
+        d, info = df[df["sweep"] == sweep], infos[sweep]
+        text, found = verdict_section(d, info)
+        if len(sweeps) > 1:
+            lines.append(f"### {sweep}")
+            found = [{**v, "a": f"{sweep}: {v['a']}", "b": f"{sweep}: {v['b']}"} for v in found]
+        lines += [*text, ""]
+        verdict_json += found
+        ranking = analysis.search_ranking(d, info["metric"], info["mode"], info.get("grace_period"),
+                                          info.get("reduction_factor"), info["max_epochs"])
+        pts_by[sweep], epoch_by[sweep] = equal_fidelity_points(d, info), info["max_epochs"]
+        imps[sweep] = importance(d, info)
+        prefix = f"{sweep}: " if len(sweeps) > 1 else ""
+        conf = analysis.point_intervals(d, "pckh", info["max_epochs"])
+        occ = analysis.point_intervals(d, "pckh_occluded", info["max_epochs"]).set_index("point")
+        body += [f"## {prefix}Confirmation stage (epoch {info['max_epochs']})", ""]
+        if conf.empty:
+            body.append("None ran.")
+        else:
+            body += ["| configuration | seeds | PCKh mean [95% CI] | sd over seeds | occluded mean [95% CI] |",
+                     "|---|---|---|---|---|"]
+            for r in conf.itertuples():
+                o = occ.loc[r.point] if r.point in occ.index else None
+                body.append(f"| {r.label} | {r.n} | {_fmt(r.mean)} {_ci(r.lo, r.hi)} | {_fmt(r.sd)} | "
+                            + (f"{_fmt(o['mean'])} {_ci(o['lo'], o['hi'])} |" if o is not None else "n/a |"))
+        body += ["", f"## {prefix}Search stage, each trial at the epoch it earned", "",
+                 "ASHA compares trials only at rung epochs; a trial is listed at the epoch where ASHA stopped it "
+                 "(or would have, for audited trials), else its last. Intervals: 95% bootstrap over validation "
+                 "images (one seed: seed noise is not in them).", "", *search_section(d, info, ranking), "",
+                 f"## {prefix}Early-stopping audit", "", *audit_section(d, info, ranking), ""]
+        imp, e, n = imps[sweep]
+        body += [f"## {prefix}Parameter importance (PED-ANOVA, search trials at epoch {e}, {n} trials)", ""]
+        body += [f"- {k}: {v:.2f}" for k, v in imp.items()] or ["Too few trials at a common epoch."]
+        body.append("")
+    fig_learning_curves(plt, df, out)
+    first = sweeps[0]
+    fig_width_depth(plt, pts_by[first], epoch_by[first], out)
+    fig_visible_occluded(plt, pts_by[first], epoch_by[first], out)
+    front = fig_pareto(plt, pts_by, epoch_by, out)
+    fig_cost_curve(plt, df, infos, out)
+    fig_importance(plt, imps, out)
+    body += ["## Accuracy-cost Pareto front (PCKh vs GFLOPs per image, equal epoch)", "", *front, "",
+             "Figures: learning_curves.png, pckh_vs_width_depth.png, visible_vs_occluded.png, pareto.png, "
+             "cost_curve.png, importance.png. GFLOPs: 2 x multiply-adds of convolutions and matmuls per image."]
+    atomic_write_text(out / "summary.md", "\n".join(lines + body) + "\n")
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+             for row in verdict_json]
+    atomic_write_text(out / "verdict.json", json.dumps(clean, indent=2))
     return out
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.report", description=__doc__)
-    p.add_argument("parquet")
-    p.add_argument("--out", help="output directory (default: results/<name>/)")
+    p = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    p.add_argument("parquet", nargs="+", help="results/<name>.parquet (several: sweeps kept apart by `sweep`)")
+    p.add_argument("--out", help="output directory (default: results/<name>/ of the first)")
     a = p.parse_args(argv)
     try:
         out = write_report(a.parquet, a.out)
     except (FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}/summary.md and 3 figures")
+    print(f"wrote {out}/summary.md, {out}/verdict.json and 6 figures")
     return 0
 
 

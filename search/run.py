@@ -1,7 +1,13 @@
 """Run (or resume) a sweep: `python search/run.py --space search/spaces/branches.py`.
 
-Loads and checks the space file before Ray starts, builds an OptunaSearch (define-by-run) and an ASHA
-scheduler keyed on the reported `epoch`, runs the trials, and keeps results/<name>.parquet current.
+Two stages in one sweep, one Parquet file, one Optuna study:
+1. search: Optuna proposes points (a GRID file: every point once), ASHA stops the weak ones early except
+   an audited random fraction;
+2. confirm: the best point of each grouping strategy plus the overall top-k are retrained to MAX_EPOCHS
+   with the same seeds (paired), never stopped early, so the report can say which differences are real.
+The driver knows nothing about which names a study searches: a trial's config is the study's FIXED
+(+ --set and explicit command-line values) overlaid by the sampled point; a key both fixed and searched
+is refused before Ray starts. Re-running with --resume continues an interrupted sweep in either stage.
 """
 
 from __future__ import annotations
@@ -10,22 +16,29 @@ import argparse
 import fcntl
 import json
 import os
+import posixpath
 import socket
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
+from optuna.trial import TrialState
 
+from pbn.atomic import atomic_write_text
 from pbn.config import ConfigError, resolve
-from search.results import ResultsTable, final_rows
-from search.space import SpaceError, load_space
+from pbn.data.check import require_valid_data
+from pbn.data.records import DataError
+from search.results import ResultsError, read_results
+from search.space import SpaceError, check_fixed, load_space
+from search.study import StudyError
 
-# Snapshot the experiment state every second: a SIGKILLed driver then loses at most ~1 s of it, and
-# in-flight trials resume from their last checkpoint instead of epoch 0 (see docs/ray-tune.md).
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
-SEARCHED = ("grouping", "clusters", "width", "depth")
+# Tune's experiment snapshot on its adaptive period: at least 10 s and 19 x the last snapshot's duration,
+# so it never takes more than 5% of the driver's time (measured: benchmarks/driver_scale.py). Resuming does
+# not depend on a recent snapshot: trials resume from their own newest checkpoint, and trials the snapshot
+# never saw are adopted from the study (search/tune_ext.py).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
+SEARCH, CONFIRM = "search", "confirm"
 
 
 class SweepError(RuntimeError):
@@ -38,13 +51,20 @@ class SweepInterrupted(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__.splitlines()[0])
-    p.add_argument("--space", required=True, help="search-space file, e.g. search/spaces/branches.py")
+    p.add_argument("--space", required=True, help="study file, e.g. search/spaces/branches.py")
     p.add_argument("--name", help="sweep name (default: the space file's name)")
-    p.add_argument("--num-samples", type=int, help="trials in all (default: the space's NUM_SAMPLES)")
-    p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
-    p.add_argument("--data", choices=("synthetic", "mpii", "lsp"), default="synthetic")
+    p.add_argument("--num-samples", type=int, help="search-stage trials (default: the space's NUM_SAMPLES)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early (default: MAX_EPOCHS)")
+    p.add_argument("--data", choices=("synthetic", "mpii", "lsp"),
+                   help="dataset (default: the space's, else synthetic)")
     p.add_argument("--data-root", help="root holding mpii/ or lsp/ (README, 'Data layout')")
     p.add_argument("--preset", choices=("small", "paper"), help="model/optimizer preset (default: the space's)")
+    p.add_argument("--confirm-top", type=int, help="confirm the overall top-K points besides the best point of "
+                   "each grouping strategy (default: the space's CONFIRM_TOP)")
+    p.add_argument("--confirm-seeds", type=int, help="paired seeds per confirmed point; 0 skips the confirmation "
+                   "stage (default: the space's CONFIRM_SEEDS)")
+    p.add_argument("--audit-fraction", type=float, help="fraction of search trials exempt from early stopping, to "
+                   "audit it (default: the space's AUDIT_FRACTION)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share one GPU")
     p.add_argument("--concurrency", type=int, help="trials at once (default: as resources allow)")
@@ -53,33 +73,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="URI or shared path for trial checkpoints and sweep state (default: $PBN_STORAGE, "
                    "else <results>/tune)")
     p.add_argument("--results", default="results", help="directory of <name>.parquet")
-    p.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
+    p.add_argument("--optuna-storage", help="Optuna storage of the sweep's study: a .log file path (JournalStorage) "
+                   "or a database URL (postgresql://..., sqlite:///...) (default: <results>/<name>.optuna.log)")
+    p.add_argument("--seed", type=int, default=0, help="Optuna sampler seed (also places the audited trials)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one fixed config value, e.g. --set synthetic_train=64 (JSON values)")
+                   help="fix one config value, e.g. --set synthetic_train=64 (JSON values); refused for a key "
+                   "the space searches")
     return p
 
 
-def _fixed_config(space, args) -> dict:
-    fixed = dict(space.FIXED)
+def fixed_config(space, args) -> dict:
+    """What every trial shares, as the user wrote it: FIXED, then --set, then the command-line values
+    given explicitly. Unresolved, so each trial resolves it with its point (presets apply per trial)."""
+    fixed = dict(space.fixed)
+    if "epochs" in fixed:
+        raise SpaceError(f"{space.path}: FIXED sets epochs, which is MAX_EPOCHS (or --max-epochs)")
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpaceError(f"--set {item!r}: expected KEY=VALUE")
         try:
             fixed[key] = json.loads(value)
         except json.JSONDecodeError:
             fixed[key] = value
-    fixed.update(data=args.data, data_root=args.data_root, epochs=args.max_epochs or space.MAX_EPOCHS)
-    if args.preset:
-        fixed["preset"] = args.preset
-    fixed["threads"] = max(1, int(args.cpus_per_trial))
-    cfg = resolve({**fixed, "grouping": "shared"}).to_dict()
-    return {k: v for k, v in cfg.items() if k not in SEARCHED}
-
-
-def _sweep_paths(args, name: str):
-    results = Path(args.results).resolve()
-    storage = args.storage or str(results / "tune")
-    return results / f"{name}.parquet", results / f"{name}.sweep.json", storage
+    check_fixed(fixed, space.searched, "--set")
+    given = {"data": args.data, "data_root": args.data_root, "preset": args.preset}
+    cli = {k: v for k, v in given.items() if v is not None}
+    check_fixed(cli, space.searched, "the command line")
+    fixed.update(cli)
+    fixed["epochs"] = args.max_epochs or space.max_epochs
+    fixed.setdefault("threads", max(1, int(args.cpus_per_trial)))
+    try:
+        resolve({**fixed, **(space.initial[0] if space.initial else {})})
+    except ConfigError as e:
+        raise SpaceError(f"the fixed config (FIXED + --set + command line) is not valid: {e}") from None
+    return fixed
 
 
 def _check_cluster(cpus: float, gpus: float, storage: str) -> None:
@@ -118,9 +147,12 @@ def _is_network_fs(path: str) -> bool:
                                                            "beegfs", "ceph", "fuse", "glusterfs")
 
 
-def _has_snapshot(exp_dir: str) -> bool:
-    """An experiment_state-*.json exists (local path or URI). Tuner.can_restore only checks tuner.pkl, which
-    is written before any trial: restoring from it alone silently starts an empty sweep."""
+def usable_snapshot(exp_dir: str) -> bool:
+    """Whether Tune can restore `exp_dir` (local path or URI) from an intact experiment snapshot.
+    Tuner.can_restore only checks tuner.pkl, written before any trial: restoring from it alone silently
+    starts an empty run. Tune writes experiment_state-*.json non-atomically and restarts the whole
+    experiment from scratch if the newest one does not parse; a torn one is moved aside here, so Tune
+    takes the one before it, or the stage starts afresh from the study and the Parquet file."""
     import pyarrow.fs as pafs
 
     try:
@@ -128,7 +160,17 @@ def _has_snapshot(exp_dir: str) -> bool:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (OSError, ValueError):
         return False
-    return any(os.path.basename(i.path).startswith("experiment_state-") for i in infos)
+    states = sorted((i.path for i in infos if i.base_name.startswith("experiment_state-")), reverse=True)
+    for state in states:
+        try:
+            with fs.open_input_stream(state) as f:
+                json.loads(f.read())
+            return True
+        except (OSError, ValueError):
+            broken = posixpath.join(posixpath.dirname(state), "torn-" + posixpath.basename(state))
+            print(f"{state}: unreadable experiment snapshot, moved to {broken}", file=sys.stderr)
+            fs.move(state, broken)
+    return False
 
 
 def lock_sweep(path: Path, name: str) -> int:
@@ -149,72 +191,178 @@ def lock_sweep(path: Path, name: str) -> int:
     return fd
 
 
+class Sweep:
+    """A sweep's paths and its state file (results/<name>.sweep.json): everything a resume must reuse."""
+
+    def __init__(self, results: str, name: str, storage: str | None, optuna_storage: str | None):
+        results_dir = Path(results).resolve()
+        self.name = name
+        self.parquet = results_dir / f"{name}.parquet"
+        self.state_path = results_dir / f"{name}.sweep.json"
+        self.lock_path = results_dir / f"{name}.lock"
+        self.storage = storage or str(results_dir / "tune")
+        self.optuna = optuna_storage or str(results_dir / f"{name}.optuna.log")
+        self.state: dict = {}
+
+    def exp_dir(self, stage: str) -> str:
+        return os.path.join(self.storage, self.name if stage == SEARCH else f"{self.name}-{stage}")
+
+    def save(self) -> None:
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+
+
+def _plan_sweep(args, space, sweep: Sweep) -> dict:
+    """A new sweep's state, every refusal made before anything is written or Ray starts."""
+    if sweep.state_path.exists() or sweep.parquet.exists():
+        raise SweepError(f"sweep {sweep.name!r} already exists ({sweep.state_path}); pass --resume to continue "
+                         "it, or --name for a new sweep")
+    fixed = fixed_config(space, args)
+    audit = space.audit_fraction if args.audit_fraction is None else args.audit_fraction
+    if not 0 <= audit <= 1:
+        raise SweepError(f"--audit-fraction must be in [0, 1], got {audit}")
+    confirm_top = space.confirm_top if args.confirm_top is None else args.confirm_top
+    confirm_seeds = space.confirm_seeds if args.confirm_seeds is None else args.confirm_seeds
+    if min(confirm_top, confirm_seeds) < 0:
+        raise SweepError("--confirm-top and --confirm-seeds must be >= 0")
+    grace, max_epochs = space.grace_period, fixed["epochs"]
+    if grace is not None and grace >= max_epochs:
+        print(f"note: --max-epochs {max_epochs} leaves no rung before the last epoch (GRACE_PERIOD {grace}): "
+              "no early stopping in this sweep", file=sys.stderr)
+        grace = None
+    require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
+    from search.study import study_exists
+
+    if study_exists(sweep.optuna, sweep.name):
+        raise SweepError(f"Optuna storage {sweep.optuna} already holds a study named {sweep.name!r}: resume it "
+                         "with --resume, or choose another --name")
+    return {
+        "name": sweep.name, "space": str(space.path), "space_digest": space.digest, "metric": space.metric,
+        "mode": space.mode, "num_samples": args.num_samples or space.num_samples, "max_epochs": max_epochs,
+        "grace_period": grace, "reduction_factor": space.reduction_factor if grace else None, "fixed": fixed,
+        "seed": args.seed, "audit_fraction": audit, "confirm_top": confirm_top, "confirm_seeds": confirm_seeds,
+        "storage": sweep.storage, "optuna_storage": sweep.optuna, "created": time.time(), "argv": sys.argv[1:],
+        "confirm_jobs": None,
+    }
+
+
+def _resume_sweep(args, space, sweep: Sweep) -> None:
+    if not sweep.state_path.exists():
+        raise SweepError(f"no sweep named {sweep.name!r} to resume ({sweep.state_path} not found)")
+    sweep.state = json.loads(sweep.state_path.read_text())
+    if sweep.state["space_digest"] != space.digest:
+        raise SweepError(f"{args.space} changed since sweep {sweep.name!r} started: a changed space is a new sweep "
+                         "(use another --name)")
+    given = {"--num-samples": (args.num_samples, "num_samples"), "--audit-fraction": (args.audit_fraction,
+             "audit_fraction"), "--confirm-top": (args.confirm_top, "confirm_top"), "--confirm-seeds":
+             (args.confirm_seeds, "confirm_seeds"), "--optuna-storage": (args.optuna_storage, "optuna_storage")}
+    for flag, (value, key) in given.items():
+        if value is not None and value != sweep.state[key]:
+            raise SweepError(f"{flag} {value} differs from sweep {sweep.name!r}'s {sweep.state[key]}: a changed "
+                             "sweep is a new sweep (resume without it, or use another --name)")
+    sweep.storage, sweep.optuna = sweep.state["storage"], sweep.state["optuna_storage"]
+    from search.study import load_study
+
+    load_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)  # refuses a changed study
+
+
 def run(args) -> Path:
+    from search.connect import connect
+    from search.study import create_study
+
     space = load_space(args.space)
-    name = args.name or space.path.stem
-    parquet, state_path, storage = _sweep_paths(args, name)
-    lock = lock_sweep(parquet.with_suffix(".lock"), name)
+    sweep = Sweep(args.results, args.name or space.path.stem, args.storage, args.optuna_storage)
+    lock = lock_sweep(sweep.lock_path, sweep.name)
     try:
-        return _run(args, space, name, parquet, state_path, storage)
+        if args.resume:
+            _resume_sweep(args, space, sweep)
+        else:
+            plan = _plan_sweep(args, space, sweep)
+        t0 = time.time()
+        connect(args.address)  # a cluster that refuses this driver leaves no sweep behind
+        _check_cluster(args.cpus_per_trial, args.gpus_per_trial, sweep.storage)
+        if not args.resume:
+            create_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)
+            sweep.state = plan
+            sweep.save()
+        _run(args, space, sweep)
+        _print_summary(sweep, time.time() - t0)
+        return sweep.parquet
     finally:
         os.close(lock)
 
 
-def _run(args, space, name: str, parquet: Path, state_path: Path, storage: str) -> Path:
+def _run(args, space, sweep: Sweep) -> None:
+    st = sweep.state
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    _run_stage(SEARCH, args, space, sweep, resources)
+    if st["confirm_jobs"] is None:
+        st["confirm_jobs"] = confirm_jobs(read_results(sweep.parquet), st)
+        sweep.save()
+    if st["confirm_jobs"]:
+        _run_stage(CONFIRM, args, space, sweep, resources)
+
+
+def confirm_jobs(df, st: dict) -> list[dict]:
+    """(point, seed) pairs of the confirmation stage, seed-major so that every finished seed pairs all points:
+    the best point of each grouping strategy plus the overall top-k, with seeds base+1..base+S (the search
+    stage trained with base)."""
+    from search import analysis
+
+    if st["confirm_seeds"] <= 0:
+        return []
+    ranking = analysis.search_ranking(df, st["metric"], st["mode"], st["grace_period"], st["reduction_factor"],
+                                      st["max_epochs"])
+    points = analysis.confirm_points(ranking, st["confirm_top"])
+    base = int(st["fixed"].get("seed", 0))
+    return [{"point": json.loads(p), "seed": base + 1 + i} for i in range(st["confirm_seeds"]) for p in points]
+
+
+def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     from ray.tune import CheckpointConfig, ExperimentAnalysis, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from search.callbacks import ParquetCallback
-    from search.trainable import make_trainable
-    from search.tune_ext import PruneAwareOptuna, ReplayASHA
+    from search.results import ResultsTable
+    from search.study import load_study, reconcile
+    from search.trainable import make_trainable, trial_dirname_of
+    from search.tune_ext import ReplayASHA, StudySearcher, sweep_trial_id
 
-    exp_dir = os.path.join(storage, name)
-    if args.resume:
-        if not state_path.exists():
-            raise SweepError(f"no sweep named {name!r} to resume ({state_path} not found)")
-        state = json.loads(state_path.read_text())
-        if state["space_digest"] != space.digest:
-            raise SweepError(f"{args.space} changed since sweep {name!r} started: a changed space is a new sweep "
-                             "(use another --name)")
-        num_samples, fixed = state["num_samples"], state["fixed"]
-    else:
-        if state_path.exists() or parquet.exists():
-            raise SweepError(f"sweep {name!r} already exists ({state_path}); pass --resume to continue it, "
-                             "or --name for a new sweep")
-        num_samples, fixed = args.num_samples or space.NUM_SAMPLES, _fixed_config(space, args)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"name": name, "space": str(space.path), "space_digest": space.digest, "num_samples": num_samples,
-                 "fixed": fixed, "storage": storage, "created": time.time(), "argv": sys.argv[1:]}
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, state_path)
-    max_epochs = fixed["epochs"]
-
-    ended = frozenset(ResultsTable(parquet, name, max_epochs).ended()) if args.resume else frozenset()
-
-    import ray
-
-    t0 = time.time()
-    ray.init(address=args.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
-    _check_cluster(args.cpus_per_trial, args.gpus_per_trial, storage)
-    trainable = make_trainable(fixed, ended, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    if args.resume and _has_snapshot(exp_dir) and Tuner.can_restore(exp_dir):
-        print(f"resuming sweep {name!r} from {exp_dir}", flush=True)
+    st = sweep.state
+    exp_dir, max_epochs = sweep.exp_dir(stage), st["max_epochs"]
+    num_samples = st["num_samples"] if stage == SEARCH else len(st["confirm_jobs"])
+    study = load_study(sweep.optuna, sweep.name)
+    table = ResultsTable(sweep.parquet, sweep.name, max_epochs)
+    settle(table, study, st, sweep.parquet)
+    ended = frozenset(table.ended())
+    trainable = make_trainable(st["fixed"], ended, resources)
+    if usable_snapshot(exp_dir):
+        print(f"resuming the {stage} stage of sweep {sweep.name!r} from {exp_dir}", flush=True)
         # resume_errored: a trial the interruption itself left errored continues. Trials the Parquet file
         # records as ERROR (retries used up before the interruption) are in `ended` and stay as they are.
         tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        searcher = PruneAwareOptuna(space=space.space, metric=space.METRIC, mode=space.MODE, seed=args.seed,
-                                    points_to_evaluate=list(getattr(space, "INITIAL", [])), max_epochs=max_epochs)
-        scheduler = ReplayASHA(str(parquet), time_attr="epoch", max_t=max_epochs, grace_period=space.GRACE_PERIOD,
-                               reduction_factor=space.REDUCTION_FACTOR)
+        # A new stage, or one whose snapshot never got written: the study knows every trial of the stage
+        # (asked before Tune created it); the finished ones stay finished, the others are adopted.
+        done = sum(t.state != TrialState.RUNNING for t in study.get_trials(deepcopy=False)
+                   if t.user_attrs.get("stage") == stage)
+        if done >= num_samples:
+            return
+        searcher = StudySearcher(
+            space=space.space, metric=st["metric"], mode=st["mode"], max_epochs=max_epochs,
+            storage_url=sweep.optuna, study_name=sweep.name, stage=stage, seed=st["seed"],
+            base_seed=int(st["fixed"].get("seed", 0)), initial=space.initial, jobs=st["confirm_jobs"],
+            audit_fraction=st["audit_fraction"])
+        scheduler = None
+        if stage == SEARCH and st["grace_period"]:
+            scheduler = ReplayASHA(str(sweep.parquet), time_attr="epoch", max_t=max_epochs,
+                                   grace_period=st["grace_period"], reduction_factor=st["reduction_factor"])
         tuner = Tuner(
             trainable,
-            tune_config=TuneConfig(metric=space.METRIC, mode=space.MODE, search_alg=searcher, scheduler=scheduler,
-                                   num_samples=num_samples, max_concurrent_trials=args.concurrency,
-                                   reuse_actors=True),
+            tune_config=TuneConfig(metric=st["metric"], mode=st["mode"], search_alg=searcher, scheduler=scheduler,
+                                   num_samples=num_samples - done, max_concurrent_trials=args.concurrency,
+                                   reuse_actors=True, trial_dirname_creator=trial_dirname_of),
             run_config=RunConfig(
-                name=name, storage_path=storage, verbose=1,
-                callbacks=[ParquetCallback(str(parquet), name, max_epochs, fixed)],
+                name=os.path.basename(exp_dir), storage_path=sweep.storage, verbose=1,
+                callbacks=[ParquetCallback(str(sweep.parquet), sweep.name, max_epochs, st["fixed"], stage)],
                 failure_config=FailureConfig(max_failures=3),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
@@ -224,37 +372,52 @@ def _run(args, space, name: str, parquet: Path, state_path: Path, storage: str) 
     # fit() returns normally and its clean-up has marked the interrupted trials TERMINATED in memory
     # (the snapshot, written before that clean-up, keeps them RUNNING, which is what resume needs).
     saved = ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
-    status = {t.trial_id: t.status for t in saved.trials}
-    table = ResultsTable(parquet, name, max_epochs)
-    for tid, st in status.items():  # trials restored as finished get no callback: settle them here
-        if st in ("TERMINATED", "ERROR") and tid in table.trial_status and tid not in ended:
-            table.end(tid, st, table.trial_status[tid][1])
-    table.write()
-    _print_summary(table, parquet, time.time() - t0, max_epochs)
-    unfinished = num_samples - sum(st in ("TERMINATED", "ERROR") for st in status.values())
-    if unfinished:
-        raise SweepInterrupted(f"{unfinished} of {num_samples} trials unfinished")
-    return parquet
+    status = {sweep_trial_id(t): t.status for t in saved.trials}
+    table = ResultsTable(sweep.parquet, sweep.name, max_epochs)
+    for tid, s in status.items():  # trials restored as finished get no callback: settle them here
+        if s in ("TERMINATED", "ERROR") and tid in table.trials and tid not in ended:
+            table.end(tid, s, table.trials[tid].num_failures)
+    table.flush()
+    reconcile(study, read_results(sweep.parquet), st["metric"], max_epochs)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get("stage") == stage]
+    if running:
+        raise SweepInterrupted(f"{len(running)} {stage}-stage trials unfinished")
 
 
-def _print_summary(table: ResultsTable, parquet: Path, seconds: float, max_epochs: int) -> None:
-    df = table.frame()
-    last = final_rows(df)
-    print(f"\nSweep {table.sweep!r}: {len(last)} trials, {len(df)} epoch rows, {seconds:.0f} s wall")
-    print(f"{'rank':>4} {'grouping':<9} {'k':>2} {'W':>4} {'D':>2} {'PCKh':>6} {'occl.':>6} {'epochs':>6}  status")
-    for i, r in last.iterrows():
-        k = "" if pd.isna(r["clusters"]) else int(r["clusters"])
-        state = "stopped early" if r["stopped_early"] else str(r["status"]).lower()
-        print(f"{i + 1:>4} {r['grouping']:<9} {k!s:>2} {r['width']:>4} {r['depth']:>2} {r['pckh']:6.2f} "
-              f"{r['pckh_occluded']:6.2f} {r['epoch']:>3}/{max_epochs:<2}  {state}")
-    print(f"\nresults: {parquet}\n  pandas.read_parquet({str(parquet)!r})")
+def settle(table, study, st: dict, parquet: Path) -> None:
+    """Make the study and the Parquet file agree on which trials ended (a driver killed between writing
+    one and the other): the Parquet file's ended trials are told to the study, and a trial the study has
+    finished is ended in the Parquet file."""
+    from search.study import reconcile
+
+    if parquet.exists():
+        reconcile(study, read_results(parquet), st["metric"], st["max_epochs"])
+    final = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "TERMINATED", TrialState.FAIL: "ERROR"}
+    for t in study.get_trials(deepcopy=False, states=tuple(final)):
+        tid = t.user_attrs.get("trial_id")
+        if tid in table.trials and table.trials[tid].status == "RUNNING":
+            table.end(tid, final[t.state])
+    table.flush()
+
+
+def _print_summary(sweep: Sweep, seconds: float) -> None:
+    from search.report import summary_lines
+
+    df = read_results(sweep.parquet)
+    print(f"\nSweep {sweep.name!r}: {df['trial_id'].nunique()} trials, {len(df)} epoch rows, {seconds:.0f} s wall")
+    print("\n".join(summary_lines(df, sweep.state)))
+    print(f"\nresults: {sweep.parquet}\n  pandas.read_parquet({str(sweep.parquet)!r})")
+    print(f"Optuna study {sweep.name!r}: {sweep.optuna}\nreport: python -m search.report {sweep.parquet}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from search.connect import ConnectError
+
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (SpaceError, SweepError, ConfigError) as e:
+    except (SpaceError, SweepError, ConfigError, DataError, StudyError, ResultsError, ConnectError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SweepInterrupted) as e:

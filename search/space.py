@@ -1,35 +1,97 @@
-"""Load and check a search-space file before Ray starts."""
+"""Load and check a study (space) file before Ray starts.
+
+A study file fixes some Config keys (FIXED) and searches others: with a define-by-run `space(trial)`
+(Optuna's trial.suggest_*), or with a `GRID` of points every one of which is trained. The driver knows
+nothing about which names a study searches: it reads them from the file. A key both fixed and searched
+is refused here, naming the key, as is a point that does not make a valid Config.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from types import ModuleType
 
-from pbn.config import ConfigError, resolve
+from pbn.config import Config, ConfigError, resolve
+from pbn.metrics import OBJECTIVES
 
 # The space function is pickled by reference with the searcher: it must live under a stable name.
 MODULE_NAME = "pbn_search_space"
-REQUIRED = {"METRIC": str, "MODE": str, "NUM_SAMPLES": int, "MAX_EPOCHS": int, "GRACE_PERIOD": int,
-            "REDUCTION_FACTOR": int, "FIXED": dict}
-METRICS = ("pckh", "pckh_occluded", "pckh_visible", "pckh_0_1", "val_loss")
+REQUIRED = {"METRIC": str, "MAX_EPOCHS": int, "FIXED": dict}
+OPTIONAL = {"MODE": str, "NUM_SAMPLES": int, "GRACE_PERIOD": int, "REDUCTION_FACTOR": int, "INITIAL": list,
+            "GRID": list, "CONFIRM_TOP": int, "CONFIRM_SEEDS": int, "AUDIT_FRACTION": float}
+# Config keys the driver sets itself: epochs is MAX_EPOCHS; seed is the replicate dimension (search trials
+# train with FIXED's seed, confirmation trials with their own paired seeds).
+DRIVER_KEYS = ("epochs", "seed")
+PROBES = 256  # random proposals drawn to learn which names a define-by-run space can suggest
 
 
 class SpaceError(ValueError):
-    """The space file is missing, does not import, or lacks/mistypes a required name."""
+    """The space file is missing, does not import, lacks/mistypes a name, or fixes what it searches."""
 
 
 @dataclass
 class Space:
-    path: Path
-    module: ModuleType
-    digest: str
+    """A checked study file: what the driver needs, with the optional names resolved to their defaults."""
 
-    def __getattr__(self, name):
-        return getattr(self.module, name)
+    path: Path
+    digest: str  # of the file's bytes: a changed file is a new sweep
+    space: Callable  # define-by-run space(trial) (derived from GRID for a grid study)
+    metric: str
+    mode: str
+    fixed: dict
+    max_epochs: int
+    num_samples: int
+    searched: tuple[str, ...]  # every name the space can suggest (or the grid varies)
+    initial: list[dict]
+    grid: bool  # every point of GRID is one search trial, in order; no sampler decides anything
+    grace_period: int | None  # None: no early stopping
+    reduction_factor: int | None
+    audit_fraction: float
+    confirm_top: int
+    confirm_seeds: int
+
+
+class GridSpace:
+    """A define-by-run space over exactly `points`: each name is suggested (categorical over the values
+    the grid gives it) only where a point that agrees on the names suggested so far has it, so a grid
+    of conditional points (clusters only with mi) has the same shape as a hand-written space. A class,
+    not a closure: the searcher, and so this, is pickled into Tune's snapshots."""
+
+    def __init__(self, points: list[dict]):
+        self.points = points
+        self.names = list(dict.fromkeys(k for p in points for k in p))
+        self.values = {k: list(dict.fromkeys(p[k] for p in points if k in p)) for k in self.names}
+
+    def __call__(self, trial):
+        chosen: dict = {}
+        for k in self.names:
+            agree = [p for p in self.points if all(p.get(n) == v for n, v in chosen.items())]
+            if any(k in p for p in agree):
+                chosen[k] = trial.suggest_categorical(k, self.values[k])
+        return None
+
+
+def probe_names(space_fn, n: int = PROBES, seed: int = 0) -> tuple[set[str], list[dict]]:
+    """(every name space_fn suggested or returned as a constant, the proposals) over n random draws of an
+    in-memory Optuna study: the names a define-by-run space searches, learned without running a trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    names: set[str] = set()
+    proposals = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = space_fn(trial) or {}
+        point = {**trial.params, **constants}
+        names |= set(point)
+        proposals.append(point)
+        study.tell(trial, 0.0)
+    return names, proposals
 
 
 def load_space(path: str | Path) -> Space:
@@ -45,24 +107,80 @@ def load_space(path: str | Path) -> Space:
     except Exception as e:
         del sys.modules[MODULE_NAME]
         raise SpaceError(f"{p}: cannot import the space file ({type(e).__name__}: {e})") from None
-    missing = [n for n in ["space", *REQUIRED] if not hasattr(module, n)]
+    grid = getattr(module, "GRID", None)
+    missing = [n for n in REQUIRED if not hasattr(module, n)]
+    if not hasattr(module, "space") and grid is None:
+        missing.insert(0, "space (or GRID)")
     if missing:
         raise SpaceError(f"{p}: missing {', '.join(missing)} (see search/spaces/branches.py for the layout)")
-    if not callable(module.space):
+    for name, typ in {**REQUIRED, **OPTIONAL}.items():
+        v = getattr(module, name, None)
+        ok = v is None or isinstance(v, typ) or (typ is float and isinstance(v, int) and not isinstance(v, bool))
+        if not ok or isinstance(v, bool):
+            raise SpaceError(f"{p}: {name} must be {typ.__name__}, got {v!r}")
+    if hasattr(module, "space") and not callable(module.space):
         raise SpaceError(f"{p}: `space` must be a function space(trial) using trial.suggest_*")
-    for name, typ in REQUIRED.items():
-        if not isinstance(getattr(module, name), typ):
-            raise SpaceError(f"{p}: {name} must be {typ.__name__}, got {getattr(module, name)!r}")
-    if module.METRIC not in METRICS:
-        raise SpaceError(f"{p}: METRIC must be one of {METRICS}, got {module.METRIC!r}")
-    if module.MODE not in ("max", "min"):
-        raise SpaceError(f"{p}: MODE must be 'max' or 'min', got {module.MODE!r}")
-    if module.MAX_EPOCHS < module.GRACE_PERIOD or module.GRACE_PERIOD < 1 or module.REDUCTION_FACTOR < 2:
-        raise SpaceError(f"{p}: need 1 <= GRACE_PERIOD <= MAX_EPOCHS and REDUCTION_FACTOR >= 2")
+    if hasattr(module, "space") and grid is not None:
+        raise SpaceError(f"{p}: define either space(trial) or GRID, not both")
+    if module.METRIC not in OBJECTIVES:
+        raise SpaceError(f"{p}: METRIC must be one of {sorted(OBJECTIVES)} (pbn/metrics.py), got {module.METRIC!r}")
+    mode = getattr(module, "MODE", None) or OBJECTIVES[module.METRIC]
+    if mode != OBJECTIVES[module.METRIC]:
+        raise SpaceError(f"{p}: MODE {mode!r} contradicts METRIC {module.METRIC!r}, which is "
+                         f"{OBJECTIVES[module.METRIC]}imised (pbn/metrics.py)")
+    grace, rf = getattr(module, "GRACE_PERIOD", None), getattr(module, "REDUCTION_FACTOR", None)
+    if grace is not None and (rf is None or not 1 <= grace <= module.MAX_EPOCHS or rf < 2):
+        raise SpaceError(f"{p}: early stopping needs 1 <= GRACE_PERIOD <= MAX_EPOCHS and REDUCTION_FACTOR >= 2 "
+                         "(leave both out for none)")
+    if module.MAX_EPOCHS < 1:
+        raise SpaceError(f"{p}: MAX_EPOCHS must be >= 1, got {module.MAX_EPOCHS}")
+    audit = getattr(module, "AUDIT_FRACTION", None) or 0.0
+    if not 0.0 <= audit <= 1.0:
+        raise SpaceError(f"{p}: AUDIT_FRACTION must be in [0, 1], got {audit}")
+    if grid is not None:
+        if not grid or not all(isinstance(pt, dict) and pt for pt in grid):
+            raise SpaceError(f"{p}: GRID must be a non-empty list of non-empty dicts of Config keys")
+        module.space = GridSpace(grid)
+        proposals = grid
+        names = {k for pt in grid for k in pt}
+    else:
+        try:
+            names, proposals = probe_names(module.space)
+        except Exception as e:
+            raise SpaceError(f"{p}: space(trial) failed on a random proposal ({type(e).__name__}: {e})") from None
+    initial = getattr(module, "INITIAL", None) or []
+    if not all(isinstance(pt, dict) for pt in initial):
+        raise SpaceError(f"{p}: INITIAL must be a list of dicts")
+    names |= {k for pt in initial for k in pt}
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(names - known)
+    if unknown:
+        raise SpaceError(f"{p}: the space searches unknown config key(s) {unknown}; known keys: {sorted(known)}")
+    driver = sorted(names & set(DRIVER_KEYS))
+    if driver:
+        raise SpaceError(f"{p}: the space searches {driver}, which the driver sets (epochs = MAX_EPOCHS; seed = "
+                         "the replicate of a trial): fix them in FIXED instead")
+    check_fixed(module.FIXED, names, f"{p}: FIXED")
     try:
         resolve(module.FIXED)
-        for point in getattr(module, "INITIAL", []):
+        for point in [*initial, *proposals]:
             resolve({**module.FIXED, **point})
     except ConfigError as e:
-        raise SpaceError(f"{p}: FIXED/INITIAL: {e}") from None
-    return Space(p.resolve(), module, hashlib.sha256(text).hexdigest())
+        raise SpaceError(f"{p}: FIXED + a {'GRID' if grid else 'searched'} point does not make a valid config: "
+                         f"{e}") from None
+    num_samples = len(grid) if grid is not None else getattr(module, "NUM_SAMPLES", None)
+    if num_samples is None:
+        raise SpaceError(f"{p}: missing NUM_SAMPLES (a GRID file may leave it out: every point is one trial)")
+    return Space(p.resolve(), hashlib.sha256(text).hexdigest(), module.space, module.METRIC, mode, module.FIXED,
+                 module.MAX_EPOCHS, num_samples, tuple(sorted(names)), grid if grid is not None else initial,
+                 grid is not None, grace, rf, float(audit), getattr(module, "CONFIRM_TOP", None) or 0,
+                 getattr(module, "CONFIRM_SEEDS", None) or 0)
+
+
+def check_fixed(fixed: dict, searched, where: str) -> None:
+    """A value both fixed (FIXED, --set, a command-line flag) and searched would be silently replaced in
+    every trial: refuse it, naming the key."""
+    both = sorted(set(fixed) & set(searched))
+    if both:
+        raise SpaceError(f"{where} fixes {both}, which the space also searches: a key is either fixed or "
+                         "searched (drop it from one of them)")

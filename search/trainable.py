@@ -27,6 +27,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 from pbn.config import resolve
 from pbn.data.records import DataError
 from pbn.train import CHECKPOINT, NonFiniteLossError, code_version, fit, load_checkpoint
+from search.tune_ext import ADOPT, point_of
 
 NONFINITE = "nonfinite_loss.txt"  # in the trial's storage directory once its loss became NaN/inf
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
@@ -44,14 +45,17 @@ def stored_checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[tuple[int, 
     return sorted(found, reverse=True)
 
 
-def _fetch_newest(storage) -> dict | None:
+def _fetch_newest(storage, adopt_from: str | None = None) -> dict | None:
     """The contents of this trial's newest readable checkpoint on storage; None if there is none (a new
     trial). Later checkpoints are numbered past every directory already there, so a resumed trial never
-    overwrites one it could need after another interruption."""
+    overwrites one it could need after another interruption. A trial adopting an orphan (search/tune_ext.py)
+    with no checkpoint of its own starts from the orphan's."""
     fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
     candidates = stored_checkpoints(fs, trial_path)
     if candidates:
         storage.current_checkpoint_index = max(storage.current_checkpoint_index, candidates[0][0] + 1)
+    elif adopt_from is not None:
+        candidates = stored_checkpoints(fs, posixpath.join(posixpath.dirname(trial_path), trial_dirname(adopt_from)))
     for _, path in candidates:
         with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
             try:
@@ -61,13 +65,26 @@ def _fetch_newest(storage) -> dict | None:
     return None
 
 
-def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> None:
-    """`ended`: trials the sweep's Parquet file records as finished. Tune's experiment snapshot can lag
-    behind a trial's end (it is taken every second); after a driver crash in that window, restore would
-    resume the trial and train past the epoch where ASHA stopped it. Such a trial returns at once."""
-    if tune.get_context().get_trial_id() in ended:
+def trial_dirname(trial_id: str) -> str:
+    """A trial's directory under the experiment: named by its id alone, so an adopter can find it."""
+    return f"trial_{trial_id}"
+
+
+def trial_dirname_of(trial) -> str:
+    """TuneConfig.trial_dirname_creator (a module-level function: Tune pickles it into tuner.pkl)."""
+    return trial_dirname(trial.trial_id)
+
+
+def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), device_count: float = 1.0) -> None:
+    """One trial: `config` = the searched values + seed (+ the driver's bookkeeping keys, tune_ext.META).
+    `ended`: sweep trials the Parquet file records as finished. Tune's experiment snapshot can lag behind a
+    trial's end; after a driver crash in that window, restore would resume the trial and train past the
+    epoch where ASHA stopped it. Such a trial returns at once. device_count: GPUs the trial holds (its
+    CPUs on a CPU-only trial), for device_seconds."""
+    adopt = config.get(ADOPT)
+    if (adopt or tune.get_context().get_trial_id()) in ended:
         return
-    cfg = resolve({**fixed, **config})
+    cfg = resolve({**fixed, **point_of(config), "seed": config["seed"]})
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -80,11 +97,16 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
         with fs.open_input_stream(nonfinite) as f:
             raise NonFiniteLossError(f"{f.read().decode()} (in an earlier attempt of this trial: not retrained)")
     # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
-    state = _fetch_newest(storage)
-    if state is not None and state["history"]:
+    state = _fetch_newest(storage, adopt)
+    history = state["history"] if state is not None else []
+    # device_seconds: this epoch's cost; device_seconds_total: the trial's so far (for the study's user attr)
+    total = [device_count * sum(h["epoch_seconds"] for h in history)]
+    if history:
         # The checkpoint's epoch may never have reached the driver (killed between the two): report it
         # again from the checkpoint, marked so that a row already in the Parquet file stays as it is.
-        tune.report({**state["history"][-1], **extra, "replayed": True})
+        last = history[-1]
+        tune.report({**last, **extra, "device_seconds": last["epoch_seconds"] * device_count,
+                     "device_seconds_total": total[0], "replayed": True})
 
     def report(metrics: dict, out: Path) -> None:
         ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs
@@ -94,11 +116,15 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
             os.link(out / CHECKPOINT, ckpt_dir / CHECKPOINT)
         except OSError:
             shutil.copy2(out / CHECKPOINT, ckpt_dir / CHECKPOINT)
-        tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        seconds = metrics["epoch_seconds"] * device_count
+        total[0] += seconds
+        tune.report({**metrics, **extra, "device_seconds": seconds, "device_seconds_total": total[0]},
+                    checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
-    # Tune's own TensorBoard logger records every reported scalar; no second writer here.
+    # Tune's own TensorBoard logger records every reported scalar; no second writer here. The driver
+    # checked the data once for every trial.
     try:
-        fit(cfg, run_dir, resume_from=state, on_epoch=report, tensorboard=False, progress=False)
+        fit(cfg, run_dir, resume_from=state, on_epoch=report, tensorboard=False, progress=False, check_data=False)
     except NonFiniteLossError as e:
         fs.create_dir(storage.trial_fs_path, recursive=True)
         with fs.open_output_stream(nonfinite) as f:
@@ -108,7 +134,9 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset()) -> No
 
 def make_trainable(fixed: dict, ended: frozenset, resources: dict) -> type:
     """train_trial as a Tune trainable class whose restore tolerates a deleted checkpoint (module doc)."""
-    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended), name="train_trial")
+    device_count = resources["gpu"] or resources["cpu"]
+    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended, device_count=device_count),
+                         name="train_trial")
 
     class PBNTrial(base):
         def restore(self, checkpoint_path):

@@ -1,0 +1,32 @@
+"""The paper's grouping ablation as a grid: every strategy at one fixed branch W and D, 3 stacks.
+
+Every point of GRID is trained once in the search stage, in order, to MAX_EPOCHS (no early stopping:
+the file sets no GRACE_PERIOD); then the best point of each strategy is retrained with CONFIRM_SEEDS
+paired seeds, and the report compares them with intervals.
+`python search/run.py --space search/spaces/ablation.py` (on a GPU cluster: add --preset paper
+--max-epochs 250 --data mpii --data-root ...).
+"""
+
+METRIC = "pckh"  # validation PCKh@0.5 Mean (hrnet convention)
+MAX_EPOCHS = 8  # small preset on CPU; a paper-scale run passes --max-epochs 250
+
+FIXED = {
+    "preset": "small",  # CPU-sized trunk; --preset paper on a GPU cluster
+    "stacks": 3,  # the paper's ablations use 3-stack PBNs (section 3.3)
+    "width": 64,  # W: the paper's example branch width ...
+    "depth": 1,  # ... and depth D, the same for every strategy so only the grouping differs
+    "synthetic_train": 768,  # images per epoch, as the branch study
+    "synthetic_val": 768,  # bootstrap half-width <= 1 PCKh point at the PCKh this preset reaches (README)
+}
+
+# shared (one head = plain stacked hourglass), per-part (16 branches), human (the paper's 6 groups), and the
+# data-driven mutual-information grouping at every k the paper discusses around its k = 5, 6 findings.
+GRID = [
+    {"grouping": "shared"},
+    {"grouping": "per-part"},
+    {"grouping": "human"},
+    *({"grouping": "mi", "clusters": k} for k in range(4, 9)),
+]
+
+CONFIRM_TOP = 0  # no overall top-k beyond the best point of each strategy (4 configurations) ...
+CONFIRM_SEEDS = 3  # ... each retrained with 3 paired seeds: the fewest that give a t interval of useful width
