@@ -160,7 +160,7 @@ def measure(rows: int, seed: int = 0, keep: Path | None = None) -> dict:
         asha = ReplayASHA(str(root / "scale.parquet"), time_attr="epoch", max_t=EPOCHS, grace_period=GRACE,
                           reduction_factor=RF, metric="pckh", mode="max")
         searcher = StudySearcher(space=space, metric="pckh", mode="max", max_epochs=EPOCHS, storage_url=journal,
-                                 study_name="scale", stage="search", seed=0)
+                                 study_name="scale", stage="search", results=str(root / "scale.parquet"), seed=0)
         first = FakeTrial("n000000", searcher.suggest("n000000"))  # opens the study: the journal replay
         t_study = time.perf_counter() - t0 - t_parquet
         asha.on_trial_add(None, first)  # replays the Parquet history into the rungs

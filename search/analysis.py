@@ -49,24 +49,31 @@ def asha_replay(bracket, history: pd.DataFrame, metric: str, mode: str, max_t: i
     Only rung epochs are read (a trial's epochs are contiguous, so its other epochs never change a rung),
     and a cutoff is computed only for a decision: replaying 10^6 rows takes seconds, not minutes."""
     sign = 1.0 if mode == "max" else -1.0
-    rungs = bracket._rungs  # [(milestone, {trial_id: value})], highest milestone first
-    milestones = {int(m) for m, _ in rungs}
+    milestones = {int(m) for m, _ in bracket._rungs}
     rows = history[history["epoch"].isin(milestones) & (history["epoch"] < max_t)]
     rows = rows.sort_values("reported_at", kind="stable")
     stops: dict[str, int] = {}
     for tid, epoch, value in zip(rows["trial_id"].to_numpy(), rows["epoch"].to_numpy(), rows[metric].to_numpy()):
-        if value is None or not np.isfinite(value):
-            continue
-        for milestone, recorded in rungs:
-            if epoch < milestone or tid in recorded:
-                continue
-            if tid in decide and tid not in stops:
-                cutoff = bracket.cutoff(recorded)
-                if cutoff is not None and sign * value < cutoff:
-                    stops[tid] = int(epoch)
-            recorded[tid] = sign * float(value)
-            break
+        if value is not None and np.isfinite(value):
+            stop = record_rung(bracket, tid, int(epoch), sign * float(value), tid in decide and tid not in stops)
+            if stop:
+                stops[tid] = int(epoch)
     return stops
+
+
+def record_rung(bracket, trial_id: str, epoch: int, value: float, decide: bool = False) -> bool:
+    """Record one (signed) result in the rung ray.tune's _Bracket.on_result would record it in; with decide,
+    whether the bracket would have stopped the trial there."""
+    for milestone, recorded in bracket._rungs:  # highest milestone first
+        if epoch < milestone or trial_id in recorded:
+            continue
+        stop = False
+        if decide:
+            cutoff = bracket.cutoff(recorded)
+            stop = cutoff is not None and value < cutoff
+        recorded[trial_id] = value
+        return stop
+    return False
 
 
 def fresh_bracket(grace: int, rf: int, max_t: int):

@@ -330,9 +330,9 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     exp_dir, max_epochs = sweep.exp_dir(stage), st["max_epochs"]
     num_samples = st["num_samples"] if stage == SEARCH else len(st["confirm_jobs"])
     study = load_study(sweep.optuna, sweep.name)
-    table = ResultsTable(sweep.parquet, sweep.name, max_epochs)
-    settle(table, study, st, sweep.parquet)
-    ended = frozenset(table.ended())
+    if sweep.parquet.exists():  # the Parquet file's ended trials, told to a study that missed them
+        reconcile(study, read_results(sweep.parquet), st["metric"], max_epochs)
+    ended = frozenset(ResultsTable(sweep.parquet, sweep.name, max_epochs).ended())
     trainable = make_trainable(st["fixed"], ended, resources)
     if usable_snapshot(exp_dir):
         print(f"resuming the {stage} stage of sweep {sweep.name!r} from {exp_dir}", flush=True)
@@ -341,14 +341,15 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
         tuner = Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         # A new stage, or one whose snapshot never got written: the study knows every trial of the stage
-        # (asked before Tune created it); the finished ones stay finished, the others are adopted.
-        done = sum(t.state != TrialState.RUNNING for t in study.get_trials(deepcopy=False)
+        # (asked before Tune created it); those the Parquet file records as ended stay so, the others are
+        # adopted by the new trials (tune_ext.StudySearcher).
+        done = sum(t.user_attrs.get("trial_id") in ended for t in study.get_trials(deepcopy=False)
                    if t.user_attrs.get("stage") == stage)
         if done >= num_samples:
             return
         searcher = StudySearcher(
             space=space.space, metric=st["metric"], mode=st["mode"], max_epochs=max_epochs,
-            storage_url=sweep.optuna, study_name=sweep.name, stage=stage, seed=st["seed"],
+            storage_url=sweep.optuna, study_name=sweep.name, stage=stage, results=str(sweep.parquet), seed=st["seed"],
             base_seed=int(st["fixed"].get("seed", 0)), initial=space.initial, jobs=st["confirm_jobs"],
             audit_fraction=st["audit_fraction"])
         scheduler = None
@@ -383,22 +384,6 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
                if t.user_attrs.get("stage") == stage]
     if running:
         raise SweepInterrupted(f"{len(running)} {stage}-stage trials unfinished")
-
-
-def settle(table, study, st: dict, parquet: Path) -> None:
-    """Make the study and the Parquet file agree on which trials ended (a driver killed between writing
-    one and the other): the Parquet file's ended trials are told to the study, and a trial the study has
-    finished is ended in the Parquet file."""
-    from search.study import reconcile
-
-    if parquet.exists():
-        reconcile(study, read_results(parquet), st["metric"], st["max_epochs"])
-    final = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "TERMINATED", TrialState.FAIL: "ERROR"}
-    for t in study.get_trials(deepcopy=False, states=tuple(final)):
-        tid = t.user_attrs.get("trial_id")
-        if tid in table.trials and table.trials[tid].status == "RUNNING":
-            table.end(tid, final[t.state])
-    table.flush()
 
 
 def _print_summary(sweep: Sweep, seconds: float) -> None:

@@ -98,14 +98,14 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), devic
             raise NonFiniteLossError(f"{f.read().decode()} (in an earlier attempt of this trial: not retrained)")
     # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
     state = _fetch_newest(storage, adopt)
-    history = state["history"] if state is not None else []
     # device_seconds: this epoch's cost; device_seconds_total: the trial's so far (for the study's user attr)
-    total = [device_count * sum(h["epoch_seconds"] for h in history)]
-    if history:
-        # The checkpoint's epoch may never have reached the driver (killed between the two): report it
-        # again from the checkpoint, marked so that a row already in the Parquet file stays as it is.
-        last = history[-1]
-        tune.report({**last, **extra, "device_seconds": last["epoch_seconds"] * device_count,
+    total = [0.0]
+    for past in state["history"] if state is not None else []:
+        # The driver may have lost the last second of results (killed before it wrote them) or never got
+        # the checkpoint's epoch: report the checkpoint's epochs again, marked, so that the driver records
+        # the ones it lacks and leaves the rows it has (and ASHA's past decisions) as they are.
+        total[0] += past["epoch_seconds"] * device_count
+        tune.report({**past, **extra, "device_seconds": past["epoch_seconds"] * device_count,
                      "device_seconds_total": total[0], "replayed": True})
 
     def report(metrics: dict, out: Path) -> None:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -65,11 +64,13 @@ def audit_schedule(fraction: float, seed: int, n: int) -> bool:
 
 class StudySearcher(Searcher):
     def __init__(self, *, space, metric: str, mode: str, max_epochs: int, storage_url: str, study_name: str,
-                 stage: str, seed: int = 0, base_seed: int = 0, initial: list[dict] | None = None,
+                 stage: str, results: str, seed: int = 0, base_seed: int = 0, initial: list[dict] | None = None,
                  jobs: list[dict] | None = None, audit_fraction: float = 0.0):
         """stage "search": propose with TPE (seeded), INITIAL points first, training seed base_seed (+1 per
-        repeat of a point). stage "confirm": `jobs` = [{"point": {...}, "seed": s}], each once."""
+        repeat of a point). stage "confirm": `jobs` = [{"point": {...}, "seed": s}], each once. results: the
+        sweep's Parquet path, which says which trials have ended."""
         super().__init__(metric=metric, mode=mode)
+        self.results = str(results)
         self.space, self.max_epochs, self.stage = space, max_epochs, stage
         self.storage_url, self.study_name, self.seed, self.base_seed = storage_url, study_name, seed, base_seed
         self.initial, self.jobs, self.audit_fraction = list(initial or []), list(jobs or []), audit_fraction
@@ -82,11 +83,13 @@ class StudySearcher(Searcher):
         self._study = None
         self._orphans: list | None = None
         self._points: Counter | None = None  # how often each point was proposed in this stage
+        self._ended_at_start: set[str] | None = None
 
     # ------------------------------------------------------------------------------- state
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_study"], state["_orphans"], state["_points"] = None, None, None  # the study lives in its storage
+        for k in ("_study", "_orphans", "_points", "_ended_at_start"):  # the study lives in its storage
+            state[k] = None
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -107,7 +110,8 @@ class StudySearcher(Searcher):
             self._study._pop_waiting_trial_id = lambda: None
             mine = [t for t in self._study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == self.stage]
             if not self.numbers:  # a fresh searcher over a study this stage already used (no snapshot to restore)
-                self.proposed = sum(t.state != TrialState.RUNNING for t in mine)
+                ended = self._ended()
+                self.proposed = sum(t.user_attrs.get("trial_id") in ended for t in mine)
             self._points = Counter(json.dumps(t.user_attrs.get("point"), sort_keys=True) for t in mine)
         return self._study
 
@@ -115,11 +119,23 @@ class StudySearcher(Searcher):
         return True  # metric, mode and space are this searcher's own
 
     # ------------------------------------------------------------------------------- proposing
+    def _ended(self) -> set[str]:
+        """Sweep trials whose end the Parquet file recorded when this searcher started (it may lag the study
+        by its last second)."""
+        if self._ended_at_start is None:
+            self._ended_at_start = set()
+            if Path(self.results).exists():
+                df = read_results(self.results, ["trial_id", "status"])
+                self._ended_at_start = set(df.loc[df["status"].isin(["TERMINATED", "ERROR"]), "trial_id"])
+        return self._ended_at_start
+
     def _find_orphans(self) -> list:
-        """Study trials of this stage still RUNNING that no trial of the restored experiment holds."""
-        mine = set(self.numbers.values())
-        return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("stage") == self.stage and t.number not in mine]
+        """Trials of this stage that no trial of the restored experiment holds and whose end the Parquet file
+        does not record: started after Tune's last snapshot, or finished in the study in the last second
+        before the driver died, their last rows unwritten. An adopter continues (or just re-reports) them."""
+        mine, ended = set(self.numbers.values()), self._ended()
+        return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == self.stage
+                and t.number not in mine and t.user_attrs.get("trial_id") not in ended]
 
     def suggest(self, trial_id: str):
         if self._orphans is None:
@@ -240,6 +256,13 @@ class ReplayASHA(ASHAScheduler):
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         epoch = result[self._time_attr]
+        if result.get("replayed"):
+            # A resumed trial re-announcing an epoch of its checkpoint, judged when it first ran: recorded in
+            # its rung if the driver never got it, never a new decision.
+            if epoch < self._max_t:
+                analysis.record_rung(self._brackets[0], sweep_trial_id(trial), int(epoch),
+                                     self._metric_op * result[self._metric])
+            return TrialScheduler.CONTINUE
         if epoch >= self._max_t:
             return TrialScheduler.STOP
         action = self._brackets[0].on_result(_Key(sweep_trial_id(trial)), epoch,

@@ -57,7 +57,11 @@ def test_sweep_end_to_end_parquet_study_and_verdict(tmp_path):
     df = pd.read_parquet(tmp_path / "results" / "e2e.parquet")
     assert not df.duplicated(["trial_id", "epoch"]).any() and set(df["status"]) == {"TERMINATED"}
     search, confirm = df[df.stage == "search"], df[df.stage == "confirm"]
-    assert search["trial_id"].nunique() == 5 and set(search["seed"]) == {0}
+    assert search["trial_id"].nunique() == 5
+    # a point proposed again is trained with the next seed: per point, seeds 0, 1, ... and never twice
+    seeds = search.groupby("point")["seed"].apply(lambda s: sorted(set(s)))
+    assert all(v == list(range(len(v))) for v in seeds), seeds
+    assert search.drop_duplicates("trial_id").groupby(["point", "seed"]).size().max() == 1
     assert set(search["grouping"]) == {"shared", "per-part", "human", "mi"}  # the seeded first trials, nothing else
     assert str(df["clusters"].dtype) == "Int64" and df.loc[df.grouping != "mi", "clusters"].isna().all()
     assert df.loc[df.grouping == "mi", "clusters"].notna().all()
@@ -439,7 +443,8 @@ def test_searcher_repeats_get_the_next_seed_and_stopped_trials_are_pruned(tmp_pa
     url = str(tmp_path / "s.optuna.log")
     create_study(url, "s", "max", "pckh", "digest")
     s = StudySearcher(space=tiny_space, metric="pckh", mode="max", max_epochs=4, storage_url=url, study_name="s",
-                      stage="search", seed=0, initial=[{"grouping": "shared"}, {"grouping": "shared"}])
+                      stage="search", results=tmp_path / "s.parquet", seed=0,
+                      initial=[{"grouping": "shared"}, {"grouping": "shared"}])
     configs = [s.suggest(f"t{i}") for i in range(4)]
     assert configs[:2] == [{"grouping": "shared", "seed": 0}, {"grouping": "shared", "seed": 1}]
     assert all(c["seed"] == sum(d["grouping"] == c["grouping"] for d in configs[:i]) for i, c in enumerate(configs))
