@@ -283,7 +283,7 @@ def sweep_table(parquet: str | None, quick: bool) -> dict:
         out = Path(tempfile.mkdtemp(prefix="pbn-bench-"))
         cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
                "--results", str(out), "--name", "bench", "--num-samples", "4", "--max-epochs", "2" if quick else "4",
-               "--set", "synthetic_train=256", "--set", "synthetic_val=64"]
+               "--confirm-seeds", "0", "--set", "synthetic_train=256", "--set", "synthetic_val=64"]
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])

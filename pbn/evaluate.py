@@ -75,7 +75,7 @@ def joint_mean(pck: np.ndarray, counts: np.ndarray, include: np.ndarray, weighte
     return float(pck[keep].mean())
 
 
-def mean_interval(err: np.ndarray, mask: np.ndarray, include: np.ndarray, alpha: float, conv: Convention,
+def pck_interval(err: np.ndarray, mask: np.ndarray, include: np.ndarray, alpha: float, conv: Convention,
                   resamples: int = stats.RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the Mean over validation images (resampled with replacement,
     fixed seed): per-joint hits and counts are summed with each resample's image multiplicities, then
@@ -117,8 +117,8 @@ def _summary(err, flags, include, groups, alpha, fine_alpha, auc_alphas, conv: C
             out[key] = joint_mean(p, c, include, conv.weighted)
         nvis, nocc = int((flags == VISIBLE)[:, include].sum()), int((flags == OCCLUDED)[:, include].sum())
     if intervals:
-        out["mean_ci"] = mean_interval(err, annotated, include, alpha, conv)
-        out["occluded_ci"] = (mean_interval(err, flags == OCCLUDED, include, alpha, conv) if nocc
+        out["mean_ci"] = pck_interval(err, annotated, include, alpha, conv)
+        out["occluded_ci"] = (pck_interval(err, flags == OCCLUDED, include, alpha, conv) if nocc
                               else (float("nan"), float("nan")))
     out["per_joint"] = [None if np.isnan(v) else float(v) for v in pck]
     out["counts"] = {"joints": int(counts[include].sum()), "visible": nvis, "occluded": nocc}

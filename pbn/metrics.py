@@ -52,6 +52,5 @@ METRICS: tuple[Metric, ...] = (
     Metric("device_seconds", "float64", "epoch_seconds x the GPUs the trial holds (x its CPUs on a CPU-only "
            "trial)", None, "trial"),
 )
-BY_KEY = {m.key: m for m in METRICS}
 SCORE_KEYS = tuple(m.key for m in METRICS if m.origin == "score")
 OBJECTIVES = {m.key: m.mode for m in METRICS if m.mode}

@@ -1,7 +1,7 @@
 """The statistics behind every comparison the project prints: pure functions, fixed seeds.
 
-- `bootstrap_ratio`: the interval of a pooled score (hits / joints) over resampled validation images:
-  the uncertainty that comes from the validation set alone.
+- `resample_counts`, `percentile_interval`: the bootstrap over validation images behind every PCKh
+  interval (pbn.evaluate.pck_interval): the uncertainty that comes from the validation set alone.
 - `mean_interval`, `paired_difference`: across training seeds (Student t; seeds are few).
 - `spearman`, `bootstrap_spearman`: how well an early epoch ranks trials the way the last one does.
 """
@@ -37,19 +37,6 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[floa
     tail = (1 - level) / 2
     lo, hi = np.quantile(samples, [tail, 1 - tail])
     return float(lo), float(hi)
-
-
-def bootstrap_ratio(num: np.ndarray, den: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
-                    level: float = LEVEL) -> tuple[float, float]:
-    """Percentile bootstrap interval of sum(num) / sum(den), resampling the N units (images) with
-    replacement. num, den [N] (e.g. hits and annotated joints per image). (nan, nan) without data."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    keep = den > 0
-    num, den = num[keep], den[keep]
-    if len(den) == 0:
-        return math.nan, math.nan
-    counts = resample_counts(len(den), resamples, seed)
-    return percentile_interval((counts @ num) / (counts @ den), level)
 
 
 def t_quantile(level: float, dof: int) -> float:

@@ -271,11 +271,11 @@ def fit(
     Returns the per-epoch metrics."""
     t_setup = time.perf_counter()
     out = Path(out_dir)
+    run = setup(cfg, check_data)
+    start, history = restore(run, resume_from)  # a refusal above writes nothing
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(
         {**cfg.to_dict(), "code_version": code_version()}, indent=2)))
-    run = setup(cfg, check_data)
-    start, history = restore(run, resume_from)
     setup_seconds = time.perf_counter() - t_setup
     writer = None
     if tensorboard:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from pbn import stats
-
-SEARCH, CONFIRM = "search", "confirm"
+from pbn.metrics import OBJECTIVES
+from search.results import CONFIRM, SEARCH
 
 
 def point_label(point: str | dict) -> str:
@@ -84,10 +84,11 @@ def fresh_bracket(grace: int, rf: int, max_t: int):
 
 def search_ranking(df: pd.DataFrame, metric: str, mode: str, grace: int | None, rf: int | None,
                    max_t: int) -> pd.DataFrame:
-    """One row per search trial that reported: trial_id, point, grouping, earned_epoch, value (the
+    """One row per search trial that reported and did not fail (a trial that ended in ERROR was judged at no
+    rung and is no candidate): trial_id, point, grouping, earned_epoch, value (the
     metric at earned_epoch), reached (last epoch), final (the metric there), would_stop (for an audited
     trial, the epoch at which ASHA would have stopped it; NaN if never), audited; best first."""
-    s = df[(df["stage"] == SEARCH) & (df["epoch"] > 0)]
+    s = df[(df["stage"] == SEARCH) & (df["epoch"] > 0) & (df["status"] != "ERROR")]
     if s.empty:
         return pd.DataFrame(columns=["trial_id", "point", "grouping", "earned_epoch", "value", "reached", "final",
                                      "would_stop", "audited"])
@@ -142,25 +143,31 @@ def point_intervals(df: pd.DataFrame, metric: str, epoch: int) -> pd.DataFrame:
     return out.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def verdicts(df: pd.DataFrame, metrics: tuple[str, ...], epoch: int, mode: str = "max") -> list[dict]:
-    """For each metric: every confirmed point against the best one (by mean over seeds), the paired
-    difference best - other over the seeds both reached `epoch` with, its 95% t interval, and whether
-    that interval excludes 0 (`resolved`)."""
+def verdicts(df: pd.DataFrame, metrics: tuple[str, ...], epoch: int) -> list[dict]:
+    """For each metric: every confirmed point against the best one (by mean over seeds, in the metric's own
+    direction), the paired difference best - other (sign-corrected so a positive diff favours the best) over
+    the seeds both reached `epoch` with, its 95% t interval, and whether that interval excludes 0."""
     out = []
     for metric in metrics:
         table = confirmed(df, metric, epoch)
         if table.empty or table.notna().sum().sum() == 0:
             continue
-        means = table.mean(axis=1, skipna=True)
-        best = means.idxmax() if mode == "max" else means.idxmin()
-        for point in means.sort_values(ascending=(mode != "max")).index:
+        sign = 1.0 if OBJECTIVES.get(metric, "max") == "max" else -1.0
+        means = sign * table.mean(axis=1, skipna=True)
+        best = means.idxmax()
+        for point in means.sort_values(ascending=False).index:
             if point == best:
                 continue
-            d = stats.paired_difference(table.loc[best].to_numpy(), table.loc[point].to_numpy())
+            d = stats.paired_difference(sign * table.loc[best].to_numpy(), sign * table.loc[point].to_numpy())
             out.append({"a": point_label(best), "b": point_label(point), "metric": metric, "epoch": int(epoch),
                         "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "resolved": d["resolved"],
                         "n_seeds": d["n"]})
     return out
+
+
+def rung_epochs(grace: int | None, rf: int | None, max_t: int) -> list[int]:
+    """ASHA's rung epochs below max_t (the epochs at which it judges), as its bracket places them."""
+    return sorted(int(m) for m, _ in fresh_bracket(grace, rf, max_t)._rungs if m < max_t) if grace else []
 
 
 def rung_correlations(ranking: pd.DataFrame, df: pd.DataFrame, metric: str, rungs: list[int],

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from pbn.config import ConfigError, resolve
+from pbn.config import ConfigError
 from search.results import ResultsTable
-from search.tune_ext import AUDIT, point_json, point_of, sweep_trial_id
+from search.tune_ext import AUDIT, point_json, point_of, sweep_trial_id, trial_config
 
 
 class ParquetCallback(Callback):
@@ -19,6 +19,7 @@ class ParquetCallback(Callback):
         self.path, self.sweep, self.max_epochs, self.fixed, self.stage = path, sweep, max_epochs, fixed, stage
         self.table: ResultsTable | None = None
         self.ended_before: set[str] = set()
+        self.metas: dict[str, dict] = {}
 
     def setup(self, **info):
         # Loaded here, not in __init__: after Tuner.restore this object comes back from a pickle made
@@ -32,8 +33,12 @@ class ParquetCallback(Callback):
         return self.table
 
     def _meta(self, trial) -> dict:
-        return {"stage": self.stage, "seed": trial.config.get("seed"), "point": point_json(trial.config),
-                "audited": bool(trial.config.get(AUDIT, False))}
+        """Stage, seed, point and audit of a trial: fixed at its start (computed once per Tune trial)."""
+        if trial.trial_id not in self.metas:
+            self.metas[trial.trial_id] = {"stage": self.stage, "seed": trial.config.get("seed"),
+                                          "point": point_json(trial.config),
+                                          "audited": bool(trial.config.get(AUDIT, False))}
+        return self.metas[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._table().start(sweep_trial_id(trial), self._meta(trial))
@@ -60,17 +65,16 @@ class ParquetCallback(Callback):
         if self.table is not None:
             self.table.flush()
 
-    def _config(self, searched: dict) -> dict:
+    def _config(self, trial) -> dict:
         """The trial's config as the trial resolved it (as-is if resolving it was the trial's error)."""
         try:
-            return resolve({**self.fixed, **searched}).to_dict()
+            return trial_config(self.fixed, trial.config).to_dict()
         except ConfigError:
-            return {**self.fixed, **searched}
+            return {**self.fixed, **point_of(trial.config)}
 
     def _end(self, trial, status: str) -> None:
         key, table = sweep_trial_id(trial), self._table()
         if key not in self.ended_before:
             if status == "ERROR":
-                config = self._config({**point_of(trial.config), "seed": trial.config.get("seed", 0)})
-                table.add_unreported(key, config, trial.run_metadata.num_failures, self._meta(trial))
+                table.add_unreported(key, self._config(trial), trial.run_metadata.num_failures, self._meta(trial))
             table.end(key, status, trial.run_metadata.num_failures)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from pbn.atomic import atomic_write
+
 FILE = "auth_token"
 
 
@@ -29,20 +31,18 @@ def token_dir(cluster_name: str) -> str:
 
 
 def write_token(path: Path) -> None:
-    """A fresh 256-bit token (hex, as Ray's own generator makes) at `path`, replaced atomically, mode 0600."""
+    """A fresh 256-bit token (hex, as Ray's own generator makes) at `path`, replaced atomically, mode 0600
+    from its first byte on."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
+
+    def write(tmp: Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(secrets.token_hex(32) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="cluster YAML, e.g. cluster/gpu.yaml")
     p.add_argument("--rotate", action="store_true", help="replace an existing token")
     args = p.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    name = config["cluster_name"]
+    try:
+        config = yaml.safe_load(Path(args.config).read_text())
+        name = config["cluster_name"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as e:
+        print(f"error: {args.config}: not a readable cluster YAML with a cluster_name ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 2
     mount = token_dir(name)
     if os.path.expanduser(config.get("file_mounts", {}).get(mount, "")) != os.path.expanduser(mount):
         print(f"error: {args.config} does not mount {mount!r} (file_mounts: {mount!r}: {mount!r})", file=sys.stderr)

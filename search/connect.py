@@ -19,7 +19,7 @@ from pathlib import Path
 
 # Where the cluster's token lives, and how a driver gets it: cluster/*.yaml, README "Running on a GPU cluster".
 FIX = ("copy the cluster's token (~/.ray/<cluster_name>/auth_token where `ray up` ran and on every node; from the "
-       "head: `ray rsync-down cluster/gpu.yaml '~/.ray/pbn-search/' ~/.ray/pbn-search/`) and export "
+       "head: `ray rsync-down <cluster yaml> '~/.ray/<cluster_name>/' ~/.ray/<cluster_name>/`) and export "
        "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<that file>")
 PROBE_TIMEOUT_S = 5.0  # TCP reachability of the GCS port; the authentication answer itself is immediate
 
@@ -43,6 +43,8 @@ def connect(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
     except Exception as e:  # the probe was skipped or inconclusive, or the cluster changed its token since
         if not _is_auth_failure(e):
+            if isinstance(e, ConnectionError):  # nothing (of Ray's) answers at the address
+                raise ConnectError(f"cannot join the Ray cluster at {target}: {e}") from None
             raise
         mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
         raise ConnectError(rejection(target or "the local cluster", mode, _quiet_source() if mode == "token"

@@ -40,14 +40,7 @@ def sweep_info(parquet: Path, df: pd.DataFrame) -> dict:
 
 
 def rung_epochs(info: dict) -> list[int]:
-    g, rf, m = info.get("grace_period"), info.get("reduction_factor"), info["max_epochs"]
-    if not g:
-        return []
-    out = []
-    while g < m:
-        out.append(int(g))
-        g *= rf
-    return out
+    return analysis.rung_epochs(info.get("grace_period"), info.get("reduction_factor"), info["max_epochs"])
 
 
 def _fmt(v: float, signed: bool = False) -> str:
@@ -62,7 +55,7 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
 def verdict_section(df: pd.DataFrame, info: dict) -> tuple[list[str], list[dict]]:
     """Plain-words lines and the verdict.json objects of one sweep."""
     epoch = info["max_epochs"]
-    found = analysis.verdicts(df, VERDICT_METRICS, epoch, info["mode"])
+    found = analysis.verdicts(df, VERDICT_METRICS, epoch)
     lines = []
     table = analysis.point_intervals(df, "pckh", epoch)
     if table.empty:
@@ -145,24 +138,25 @@ def _plt():
 
 
 def equal_fidelity_points(df: pd.DataFrame, info: dict) -> pd.DataFrame:
-    """One row per configuration compared at the same epoch: confirmed points at MAX_EPOCHS (mean and t
-    interval over seeds), else search trials that reached MAX_EPOCHS (validation-set interval)."""
+    """One row per configuration, all at MAX_EPOCHS: the confirmation stage's runs if it has any, else the
+    search trials that got there. A point with several runs: the mean and its t interval over them; with
+    one: that run's values and its validation-set interval, every metric from that same run."""
     e = info["max_epochs"]
     at = df[df["epoch"] == e]
     conf = at[at["stage"] == analysis.CONFIRM]
-    src, rows = (conf, "seeds") if len(conf) else (at[at["stage"] == analysis.SEARCH], "validation images")
+    src = conf if len(conf) else at[at["stage"] == analysis.SEARCH]
     out = []
     for point, g in src.groupby("point"):
         row = {"point": point, "label": analysis.point_label(point), "grouping": g["grouping"].iloc[0],
                "width": g["width"].iloc[0], "depth": g["depth"].iloc[0], "params": g["params"].iloc[0],
-               "gflops": g["gflops"].iloc[0], "interval_over": rows, "n": len(g)}
+               "gflops": g["gflops"].iloc[0], "n": len(g),
+               "interval_over": "seeds" if len(g) > 1 else "validation images"}
         for m in ("pckh", "pckh_visible", "pckh_occluded"):
-            if len(conf):
+            if len(g) > 1:
                 row[m], row[m + "_lo"], row[m + "_hi"] = mean_interval(g[m])
             else:
-                best = g.sort_values(m, ascending=False).iloc[0]
-                lo, hi = (best.get(m + "_lo", math.nan), best.get(m + "_hi", math.nan))
-                row[m], row[m + "_lo"], row[m + "_hi"] = best[m], lo, hi
+                r = g.iloc[0]
+                row[m], row[m + "_lo"], row[m + "_hi"] = r[m], r.get(m + "_lo", math.nan), r.get(m + "_hi", math.nan)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -252,14 +246,24 @@ def fig_pareto(plt, pts_by_sweep: dict[str, pd.DataFrame], epoch_by_sweep: dict,
 
 
 def fig_cost_curve(plt, df: pd.DataFrame, infos: dict, out: Path) -> None:
+    """Best PCKh so far among full-fidelity (MAX_EPOCHS) results against cumulative device-hours, with that
+    best run's validation-set interval as a band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for sweep, g in df.groupby("sweep"):
         e = infos[sweep]["max_epochs"]
         g = g[g["epoch"] > 0].sort_values("reported_at")
-        hours = g["device_seconds"].fillna(0).cumsum() / 3600
-        full = (g["epoch"] == e).to_numpy()  # only full-fidelity results count as "best so far"
-        best = pd.Series(np.where(full, g["pckh"], np.nan)).cummax().to_numpy()
-        ax.step(hours, best, where="post", label=f"{sweep} (epoch {e} results)")
+        hours = (g["device_seconds"].fillna(0).cumsum() / 3600).to_numpy()
+        full, value = (g["epoch"] == e).to_numpy(), g["pckh"].to_numpy(float)
+        best, idx = -1, np.empty(len(g), int)  # the row of the best full-fidelity result so far
+        for i in range(len(g)):
+            if full[i] and np.isfinite(value[i]) and (best < 0 or value[i] > value[best]):
+                best = i
+            idx[i] = best
+        picked = {c: np.where(idx >= 0, g[c].to_numpy(float)[np.maximum(idx, 0)], np.nan)
+                  for c in ("pckh", "pckh_lo", "pckh_hi")}
+        line = ax.step(hours, picked["pckh"], where="post", label=f"{sweep} (epoch {e} results, val 95% CI)")
+        ax.fill_between(hours, picked["pckh_lo"], picked["pckh_hi"], step="post", alpha=0.2,
+                        color=line[0].get_color())
     ax.set(xlabel="cumulative device-hours (GPUs, or CPUs on CPU trials, x wall time)",
            ylabel="best val PCKh@0.5 so far", title="what the sweep bought")
     ax.legend(fontsize=7)
@@ -326,7 +330,11 @@ def write_report(parquets, out: str | Path | None = None) -> Path:
             raise FileNotFoundError(f"{p}: no results yet")
         info = sweep_info(p, df)
         for sweep in df["sweep"].unique():
-            infos[sweep] = info
+            if sweep in infos:  # two runs of one study under the same name: keep them apart by file
+                df.loc[df["sweep"] == sweep, "sweep"] = label = f"{sweep} ({p})"
+                infos[label] = info
+            else:
+                infos[sweep] = info
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     out = Path(out) if out else parquets[0].with_name(parquets[0].name.replace(".parquet", ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ ARROW_SCHEMA = pa.Schema.from_pandas(pd.DataFrame({c: pd.Series(dtype=t) for c, 
                                      preserve_index=False)  # carries pandas' dtypes (Int64, string, boolean)
 CONFIG_COLUMNS = ("grouping", "clusters", "width", "depth", "stacks")
 ENDED = ("TERMINATED", "ERROR")
+SEARCH, CONFIRM = "search", "confirm"  # the values of the `stage` column
 PART_ROWS = 2048  # rows a part is sized for: its rewrite takes ~6 ms
 FLUSH_SECONDS = 1.0  # a SIGKILLed driver loses at most this much of the results
 STEP_BUDGET = 0.015  # seconds of part writes per call of flush(force=False): the driver's event loop keeps moving
@@ -91,6 +93,8 @@ class TrialInfo:
     meta: dict = field(default_factory=dict)  # stage, seed, point, audited
     last: int = 0  # last epoch recorded (epochs of a trial are contiguous from 1)
     table: pa.Table | None = None  # its rows as written last, until they change
+    config: str | None = None  # its resolved config (JSON) ...
+    config_columns: dict = field(default_factory=dict)  # ... and the columns taken from it
 
 
 class ResultsTable:
@@ -107,6 +111,7 @@ class ResultsTable:
         self.parts: dict[int, list[str]] = {}
         self.sealed: set[int] = set()
         self.dirty: dict[int, float] = {}  # part -> when it first changed since it was last written
+        self._schema_written = False
         if self.path.is_file():
             raise ResultsError(f"{self.path} is a single Parquet file written by an older version of this "
                                "project (now a directory of parts): start a new sweep (--name), or resume it "
@@ -152,7 +157,7 @@ class ResultsTable:
             self.parts[last].append(trial_id)
             info = self.trials[trial_id] = TrialInfo(last)
             self.rows[trial_id] = {}
-        if meta:
+        if meta and meta != info.meta:
             info.meta.update(meta)
         return info
 
@@ -168,21 +173,26 @@ class ResultsTable:
             return False
         return epoch <= info.last if info.part in self.sealed else epoch in self.rows.get(trial_id, {})
 
-    def _row(self, trial_id: str, epoch: int, cfg: dict, **extra) -> dict:
-        return {"sweep": self.sweep, "trial_id": trial_id, "epoch": epoch,
-                **{c: cfg.get(c) for c in CONFIG_COLUMNS}, "reported_at": time.time(), "config": json.dumps(cfg),
-                **extra}
+    def _row(self, trial_id: str, epoch: int, config: str, **extra) -> dict:
+        """config: the resolved config as JSON (kept as the trial sent it; its columns parsed once per trial)."""
+        info = self.trials[trial_id]
+        if info.config != config:
+            info.config, cfg = config, json.loads(config)
+            info.config_columns = {c: cfg.get(c) for c in CONFIG_COLUMNS}
+        return {"sweep": self.sweep, "trial_id": trial_id, "epoch": epoch, **info.config_columns,
+                "reported_at": time.time(), "config": config, **extra}
 
     def add(self, trial_id: str, result: dict, num_failures: int = 0, meta: dict | None = None) -> None:
         """A reported epoch. A re-reported epoch (trial resumed from an older checkpoint) replaces the row."""
         info = self._info(trial_id, meta)
         info.num_failures = max(info.num_failures, num_failures)
-        row = self._row(trial_id, int(result["epoch"]), json.loads(result["resolved_config"]),
-                        groups=result.get("groups", ""), node=result.get("node", ""),
-                        node_id=result.get("node_id", ""), git_commit=result.get("git_commit", ""))
+        row = self._row(trial_id, int(result["epoch"]), result["resolved_config"], groups=result.get("groups", ""),
+                        node=result.get("node", ""), node_id=result.get("node_id", ""),
+                        git_commit=result.get("git_commit", ""))
         for key in METRIC_KEYS:
             if key in result:
                 row[key] = result[key]
+        self._unseal(info)
         self.rows[trial_id][row["epoch"]] = row
         info.last = max(info.last, row["epoch"])
         self._changed(info)
@@ -191,16 +201,26 @@ class ResultsTable:
         """A trial that ended before reporting any epoch (e.g. its loss diverged in epoch 1): one row with
         epoch 0 and no metrics, so the Parquet file still shows that this configuration was tried."""
         info = self._info(trial_id, meta)
+        self._unseal(info)
         if self.rows.get(trial_id):
             return
         info.num_failures = max(info.num_failures, num_failures)
-        self.rows[trial_id][0] = self._row(trial_id, 0, config, groups="")
+        self.rows[trial_id][0] = self._row(trial_id, 0, json.dumps(config), groups="")
         self._changed(info)
 
     def end(self, trial_id: str, status: str, num_failures: int = 0) -> None:
         info = self._info(trial_id)
+        self._unseal(info)
         info.status, info.num_failures = status, max(info.num_failures, num_failures)
         self._changed(info)
+
+    def _unseal(self, info: TrialInfo) -> None:
+        """Bring a sealed part's rows back into memory before one of its trials changes (a part is rewritten
+        whole from memory: rewriting a sealed one from nothing would drop its rows)."""
+        if info.part in self.sealed:
+            self.sealed.discard(info.part)
+            for row in pq.read_table(self._part_path(info.part)).to_pylist():
+                self.rows.setdefault(row["trial_id"], {})[row["epoch"]] = row
 
     def _changed(self, info: TrialInfo) -> None:
         info.table = None
@@ -241,9 +261,13 @@ class ResultsTable:
         FLUSH_SECONDS."""
         if not self.dirty:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not self._part_path(0).exists():
-            atomic_write(self._part_path(0), lambda p: pq.write_table(ARROW_SCHEMA.empty_table(), p))
+        if not self._schema_written:
+            if not self.path.exists():  # born with its schema part: a reader never finds an empty directory
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.mkdir(parents=True)
+                pq.write_table(ARROW_SCHEMA.empty_table(), tmp / self._part_path(0).name)
+                os.rename(tmp, self.path)
+            self._schema_written = True
         start = time.monotonic()
         for part, since in sorted(self.dirty.items(), key=lambda kv: kv[1]):
             if not force and (start - since < self.flush_seconds / 2 or time.monotonic() - start > STEP_BUDGET):
@@ -258,12 +282,6 @@ def read_results(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     if not path.exists():
         raise FileNotFoundError(f"{path}: results not found")
     return pd.read_parquet(path, columns=columns)
-
-
-def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The last reported epoch of every trial (reached epochs differ: never rank these against each other
-    without the epoch; search.analysis compares at equal epochs)."""
-    return df.sort_values("epoch").groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
 
 
 def schema_markdown() -> str:

@@ -22,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from optuna.trial import TrialState
 
 from pbn.atomic import atomic_write_text
 from pbn.config import ConfigError, resolve
 from pbn.data.check import require_valid_data
 from pbn.data.records import DataError
-from search.results import ResultsError, read_results
+from search.results import CONFIRM, SEARCH, ResultsError, read_results
 from search.space import SpaceError, check_fixed, load_space
 from search.study import StudyError
 
@@ -38,7 +39,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 # not depend on a recent snapshot: trials resume from their own newest checkpoint, and trials the snapshot
 # never saw are adopted from the study (search/tune_ext.py).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
-SEARCH, CONFIRM = "search", "confirm"
+CONFIRM_SEED_BASE = 1000  # confirmation seeds: base+1000, +1001, ... never a seed the search stage trained
 
 
 class SweepError(RuntimeError):
@@ -97,6 +98,8 @@ def fixed_config(space, args) -> dict:
             fixed[key] = json.loads(value)
         except json.JSONDecodeError:
             fixed[key] = value
+    if "epochs" in fixed:
+        raise SpaceError("--set epochs: the epochs of a trial are MAX_EPOCHS (--max-epochs)")
     check_fixed(fixed, space.searched, "--set")
     given = {"data": args.data, "data_root": args.data_root, "preset": args.preset}
     cli = {k: v for k, v in given.items() if v is not None}
@@ -151,8 +154,9 @@ def usable_snapshot(exp_dir: str) -> bool:
     """Whether Tune can restore `exp_dir` (local path or URI) from an intact experiment snapshot.
     Tuner.can_restore only checks tuner.pkl, written before any trial: restoring from it alone silently
     starts an empty run. Tune writes experiment_state-*.json non-atomically and restarts the whole
-    experiment from scratch if the newest one does not parse; a torn one is moved aside here, so Tune
-    takes the one before it, or the stage starts afresh from the study and the Parquet file."""
+    experiment from scratch if the newest one does not parse. Then every snapshot file is moved aside (an
+    older experiment state would not match the newest searcher state) and the stage starts afresh from the
+    study and the Parquet file, which know every trial (_run_stage)."""
     import pyarrow.fs as pafs
 
     try:
@@ -161,16 +165,18 @@ def usable_snapshot(exp_dir: str) -> bool:
     except (OSError, ValueError):
         return False
     states = sorted((i.path for i in infos if i.base_name.startswith("experiment_state-")), reverse=True)
-    for state in states:
-        try:
-            with fs.open_input_stream(state) as f:
-                json.loads(f.read())
-            return True
-        except (OSError, ValueError):
-            broken = posixpath.join(posixpath.dirname(state), "torn-" + posixpath.basename(state))
-            print(f"{state}: unreadable experiment snapshot, moved to {broken}", file=sys.stderr)
-            fs.move(state, broken)
-    return False
+    if not states:
+        return False
+    try:
+        with fs.open_input_stream(states[0]) as f:
+            json.loads(f.read())
+        return True
+    except (OSError, ValueError):
+        print(f"{states[0]}: unreadable experiment snapshot; the stage restarts from the study", file=sys.stderr)
+        for i in infos:
+            if i.base_name.startswith(("experiment_state-", "searcher-state-", "search_gen_state-")):
+                fs.move(i.path, posixpath.join(posixpath.dirname(i.path), "torn-" + i.base_name))
+        return False
 
 
 def lock_sweep(path: Path, name: str) -> int:
@@ -217,6 +223,9 @@ def _plan_sweep(args, space, sweep: Sweep) -> dict:
         raise SweepError(f"sweep {sweep.name!r} already exists ({sweep.state_path}); pass --resume to continue "
                          "it, or --name for a new sweep")
     fixed = fixed_config(space, args)
+    if args.num_samples is not None and (space.grid or args.num_samples < 1):
+        raise SweepError("--num-samples: a GRID study trains exactly its points" if space.grid else
+                         f"--num-samples must be >= 1, got {args.num_samples}")
     audit = space.audit_fraction if args.audit_fraction is None else args.audit_fraction
     if not 0 <= audit <= 1:
         raise SweepError(f"--audit-fraction must be in [0, 1], got {audit}")
@@ -230,11 +239,9 @@ def _plan_sweep(args, space, sweep: Sweep) -> dict:
               "no early stopping in this sweep", file=sys.stderr)
         grace = None
     require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
-    from search.study import study_exists
+    from search.study import refuse_existing
 
-    if study_exists(sweep.optuna, sweep.name):
-        raise SweepError(f"Optuna storage {sweep.optuna} already holds a study named {sweep.name!r}: resume it "
-                         "with --resume, or choose another --name")
+    refuse_existing(sweep.optuna, sweep.name)
     return {
         "name": sweep.name, "space": str(space.path), "space_digest": space.digest, "metric": space.metric,
         "mode": space.mode, "num_samples": args.num_samples or space.num_samples, "max_epochs": max_epochs,
@@ -248,20 +255,29 @@ def _plan_sweep(args, space, sweep: Sweep) -> dict:
 def _resume_sweep(args, space, sweep: Sweep) -> None:
     if not sweep.state_path.exists():
         raise SweepError(f"no sweep named {sweep.name!r} to resume ({sweep.state_path} not found)")
-    sweep.state = json.loads(sweep.state_path.read_text())
-    if sweep.state["space_digest"] != space.digest:
+    st = sweep.state = json.loads(sweep.state_path.read_text())
+    if st["space_digest"] != space.digest:
         raise SweepError(f"{args.space} changed since sweep {sweep.name!r} started: a changed space is a new sweep "
                          "(use another --name)")
     given = {"--num-samples": (args.num_samples, "num_samples"), "--audit-fraction": (args.audit_fraction,
              "audit_fraction"), "--confirm-top": (args.confirm_top, "confirm_top"), "--confirm-seeds":
-             (args.confirm_seeds, "confirm_seeds"), "--optuna-storage": (args.optuna_storage, "optuna_storage")}
+             (args.confirm_seeds, "confirm_seeds"), "--optuna-storage": (args.optuna_storage, "optuna_storage"),
+             "--storage": (args.storage, "storage"), "--seed": (args.seed, "seed")}
     for flag, (value, key) in given.items():
-        if value is not None and value != sweep.state[key]:
-            raise SweepError(f"{flag} {value} differs from sweep {sweep.name!r}'s {sweep.state[key]}: a changed "
-                             "sweep is a new sweep (resume without it, or use another --name)")
-    sweep.storage, sweep.optuna = sweep.state["storage"], sweep.state["optuna_storage"]
-    from search.study import load_study
+        if value is not None and value != st[key]:
+            raise SweepError(f"{flag} {value} differs from sweep {sweep.name!r}'s {st[key]}: a changed sweep is a "
+                             "new sweep (resume without it, or use another --name)")
+    fixed = fixed_config(space, args)  # --set, --data, --data-root, --preset, --max-epochs, --cpus-per-trial
+    changed = sorted(k for k in {*fixed, *st["fixed"]} if fixed.get(k) != st["fixed"].get(k))
+    if changed:
+        raise SweepError(f"the command line gives sweep {sweep.name!r} a different fixed config ({changed}): a "
+                         "changed sweep is a new sweep (resume with the same command plus --resume)")
+    sweep.storage, sweep.optuna = st["storage"], st["optuna_storage"]
+    require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
+    from search.study import create_study, load_study, study_exists
 
+    if not study_exists(sweep.optuna, sweep.name):  # killed between saving the state and creating the study
+        create_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)
     load_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)  # refuses a changed study
 
 
@@ -281,9 +297,9 @@ def run(args) -> Path:
         connect(args.address)  # a cluster that refuses this driver leaves no sweep behind
         _check_cluster(args.cpus_per_trial, args.gpus_per_trial, sweep.storage)
         if not args.resume:
-            create_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)
             sweep.state = plan
-            sweep.save()
+            sweep.save()  # first: a sweep whose study is missing is resumable (_resume_sweep creates it)
+            create_study(sweep.optuna, sweep.name, space.mode, space.metric, space.digest)
         _run(args, space, sweep)
         _print_summary(sweep, time.time() - t0)
         return sweep.parquet
@@ -294,8 +310,8 @@ def run(args) -> Path:
 def _run(args, space, sweep: Sweep) -> None:
     st = sweep.state
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
-    _run_stage(SEARCH, args, space, sweep, resources)
-    if st["confirm_jobs"] is None:
+    if st["confirm_jobs"] is None:  # the search stage has not finished
+        _run_stage(SEARCH, args, space, sweep, resources)
         st["confirm_jobs"] = confirm_jobs(read_results(sweep.parquet), st)
         sweep.save()
     if st["confirm_jobs"]:
@@ -304,8 +320,8 @@ def _run(args, space, sweep: Sweep) -> None:
 
 def confirm_jobs(df, st: dict) -> list[dict]:
     """(point, seed) pairs of the confirmation stage, seed-major so that every finished seed pairs all points:
-    the best point of each grouping strategy plus the overall top-k, with seeds base+1..base+S (the search
-    stage trained with base)."""
+    the best point of each grouping strategy plus the overall top-k, with seeds base + CONFIRM_SEED_BASE + i
+    (the search stage trains base, and base + n for the n-th repeat of a point)."""
     from search import analysis
 
     if st["confirm_seeds"] <= 0:
@@ -314,7 +330,8 @@ def confirm_jobs(df, st: dict) -> list[dict]:
                                       st["max_epochs"])
     points = analysis.confirm_points(ranking, st["confirm_top"])
     base = int(st["fixed"].get("seed", 0))
-    return [{"point": json.loads(p), "seed": base + 1 + i} for i in range(st["confirm_seeds"]) for p in points]
+    return [{"point": json.loads(p), "seed": base + CONFIRM_SEED_BASE + i} for i in range(st["confirm_seeds"])
+            for p in points]
 
 
 def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
@@ -322,7 +339,7 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
 
     from search.callbacks import ParquetCallback
     from search.results import ResultsTable
-    from search.study import load_study, reconcile
+    from search.study import load_study
     from search.trainable import make_trainable, trial_dirname_of
     from search.tune_ext import ReplayASHA, StudySearcher, sweep_trial_id
 
@@ -330,10 +347,8 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     exp_dir, max_epochs = sweep.exp_dir(stage), st["max_epochs"]
     num_samples = st["num_samples"] if stage == SEARCH else len(st["confirm_jobs"])
     study = load_study(sweep.optuna, sweep.name)
-    if sweep.parquet.exists():  # the Parquet file's ended trials, told to a study that missed them
-        reconcile(study, read_results(sweep.parquet), st["metric"], max_epochs)
-    ended = frozenset(ResultsTable(sweep.parquet, sweep.name, max_epochs).ended())
-    trainable = make_trainable(st["fixed"], ended, resources)
+    ended, reported = settle(study, sweep, stage)
+    trainable = make_trainable(st["fixed"], ended, reported, resources)
     if usable_snapshot(exp_dir):
         print(f"resuming the {stage} stage of sweep {sweep.name!r} from {exp_dir}", flush=True)
         # resume_errored: a trial the interruption itself left errored continues. Trials the Parquet file
@@ -376,14 +391,47 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     status = {sweep_trial_id(t): t.status for t in saved.trials}
     table = ResultsTable(sweep.parquet, sweep.name, max_epochs)
     for tid, s in status.items():  # trials restored as finished get no callback: settle them here
-        if s in ("TERMINATED", "ERROR") and tid in table.trials and tid not in ended:
+        if s in ("TERMINATED", "ERROR") and tid in table.trials and table.trials[tid].status == "RUNNING":
             table.end(tid, s, table.trials[tid].num_failures)
     table.flush()
-    reconcile(study, read_results(sweep.parquet), st["metric"], max_epochs)
+    settle(study, sweep, stage)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get("stage") == stage]
     if running:
         raise SweepInterrupted(f"{len(running)} {stage}-stage trials unfinished")
+
+
+def settle(study, sweep: Sweep, stage: str) -> tuple[frozenset, dict[str, int]]:
+    """Make the study agree with the Parquet file after an interruption, and say what the file holds:
+    (trials it records as ended, last epoch it holds of each other trial). A study trial that a kill cut
+    short while it was being asked (no `stage` attr: tune_ext.StudySearcher._ask) is failed, and recorded in
+    the file as an ERROR of this stage, so that the two keep holding the same trials."""
+    from search.results import ResultsTable
+    from search.study import reconcile, tell_final
+
+    st = sweep.state
+    columns = ["trial_id", "epoch", "status", "stage", st["metric"], "device_seconds", "params", "gflops"]
+    df = read_results(sweep.parquet, columns) if sweep.parquet.exists() else pd.DataFrame(columns=columns)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    half = [t for t in running if "stage" not in t.user_attrs]
+    if half:
+        table = ResultsTable(sweep.parquet, sweep.name, st["max_epochs"])
+        for t in half:
+            tid = t.user_attrs.get("trial_id", f"unasked-{t.number}")
+            table.add_unreported(tid, {**st["fixed"], **t.user_attrs.get("point", {})}, 0,
+                                 {"stage": stage, "seed": t.user_attrs.get("seed", -1),
+                                  "point": json.dumps(t.user_attrs.get("point", {}), sort_keys=True), "audited": False})
+            table.end(tid, "ERROR")
+            study._storage.set_trial_user_attr(t._trial_id, "stage", stage)
+            study._storage.set_trial_user_attr(t._trial_id, "trial_id", tid)
+            tell_final(study, t.number, "ERROR", None, 0, st["max_epochs"], stage)
+        table.flush()
+    if len(running) > len(half):
+        reconcile(study, df, st["metric"], st["max_epochs"])
+    ended = frozenset(df.loc[df["status"].isin(["TERMINATED", "ERROR"]), "trial_id"]) | {
+        t.user_attrs.get("trial_id", f"unasked-{t.number}") for t in half}
+    live = df[~df["trial_id"].isin(ended)]
+    return ended, {str(k): int(v) for k, v in live.groupby("trial_id")["epoch"].max().items()}
 
 
 def _print_summary(sweep: Sweep, seconds: float) -> None:
@@ -402,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (SpaceError, SweepError, ConfigError, DataError, StudyError, ResultsError, ConnectError) as e:
+    except (SpaceError, SweepError, ConfigError, DataError, StudyError, ResultsError, ConnectError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SweepInterrupted) as e:

@@ -94,6 +94,27 @@ def probe_names(space_fn, n: int = PROBES, seed: int = 0) -> tuple[set[str], lis
     return names, proposals
 
 
+def check_points(space_fn, points: list[dict], where: str) -> None:
+    """Each point must be exactly what the space suggests when pinned to it (as the searcher pins INITIAL
+    points): no missing name, no name the space would not suggest there, every value in its range."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    for point in points:
+        trial = study.ask()
+        trial._fixed_params = dict(point)  # what StudySearcher._ask does (optuna 5.0)
+        try:
+            constants = space_fn(trial) or {}
+            params = {**trial.params, **constants}
+        except Exception as e:
+            raise SpaceError(f"{where}: space(trial) failed on the point {point} ({type(e).__name__}: {e})") from None
+        if params != point:
+            raise SpaceError(f"{where}: the point {point} is not one the space suggests (pinned to it, it "
+                             f"suggests {params})")
+        study.tell(trial, 0.0)
+
+
 def load_space(path: str | Path) -> Space:
     p = Path(path)
     if not p.is_file():
@@ -151,6 +172,8 @@ def load_space(path: str | Path) -> Space:
     initial = getattr(module, "INITIAL", None) or []
     if not all(isinstance(pt, dict) for pt in initial):
         raise SpaceError(f"{p}: INITIAL must be a list of dicts")
+    if grid is None:
+        check_points(module.space, initial, f"{p}: INITIAL")
     names |= {k for pt in initial for k in pt}
     known = {f.name for f in fields(Config)}
     unknown = sorted(names - known)

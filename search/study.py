@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import os
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -21,6 +22,7 @@ from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.trial import TrialState
 
 from pbn.atomic import atomic_write
+from search.results import SEARCH
 
 DIRECTION = {"max": "maximize", "min": "minimize"}
 
@@ -42,7 +44,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     snapshot and the lines after it), then read incrementally."""
     if url not in _STORAGES:
         if "://" in url:
-            _STORAGES[url] = optuna.storages.RDBStorage(url)
+            try:
+                _STORAGES[url] = optuna.storages.RDBStorage(url)
+            except Exception as e:  # SQLAlchemy's many errors, a missing driver (e.g. psycopg2)
+                raise StudyError(f"cannot open Optuna storage {url}: {type(e).__name__}: {e}") from None
         else:
             repair_journal(url)
             _STORAGES[url] = optuna.storages.JournalStorage(AppendJournal(url))
@@ -188,12 +193,20 @@ def study_exists(url: str, name: str) -> bool:
     return name in optuna.study.get_all_study_names(open_storage(url))
 
 
-def create_study(url: str, name: str, mode: str, metric: str, space_digest: str) -> optuna.Study:
-    """A new study; refuses a name the storage already holds (an older sweep's study is never reused)."""
-    _quiet()
+def refuse_existing(url: str, name: str) -> None:
+    """An older sweep's study is never reused."""
     if study_exists(url, name):
         raise StudyError(f"Optuna storage {url} already holds a study named {name!r}: resume it with --resume, "
                          "or choose another --name")
+
+
+def create_study(url: str, name: str, mode: str, metric: str, space_digest: str) -> optuna.Study:
+    """A new study; refuses a name the storage already holds."""
+    _quiet()
+    refuse_existing(url, name)
+    if "://" not in url and not os.path.exists(url):
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        Path(url + ".snapshot").unlink(missing_ok=True)  # a stale snapshot must not seed a new journal
     study = optuna.create_study(storage=open_storage(url), study_name=name, direction=DIRECTION[mode])
     study.set_user_attr("metric", metric)
     study.set_user_attr("space_digest", space_digest)
@@ -221,8 +234,9 @@ def load_study(url: str, name: str, mode: str | None = None, metric: str | None 
 
 def reconcile(study: optuna.Study, df: pd.DataFrame, metric: str, max_epochs: int) -> int:
     """Tell the study what the Parquet file says of trials it still holds as RUNNING (a driver killed
-    between the two writes): the epochs it never heard of, then the end: finished -> COMPLETE, stopped early
-    -> PRUNED, ERROR or a non-finite value -> FAIL. Returns how many it settled."""
+    between the two writes): the epochs it never heard of, the costs, then the end: finished -> COMPLETE,
+    stopped early -> PRUNED, ERROR or a non-finite value -> FAIL. df needs trial_id, epoch, status, stage,
+    the metric, device_seconds, params, gflops. Returns how many it settled."""
     if df.empty:
         return 0
     last = df.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
@@ -231,10 +245,15 @@ def reconcile(study: optuna.Study, df: pd.DataFrame, metric: str, max_epochs: in
         tid = t.user_attrs.get("trial_id")
         if tid not in last.index or last.at[tid, "status"] == "RUNNING":
             continue
-        row = last.loc[tid]
-        for epoch, value in df.loc[df.trial_id == tid, ["epoch", metric]].itertuples(index=False):
-            if epoch > 0 and epoch not in t.intermediate_values and _finite(value):
+        row, rows = last.loc[tid], df[(df.trial_id == tid) & (df.epoch > 0)]
+        for epoch, value in rows[["epoch", metric]].itertuples(index=False):
+            if epoch not in t.intermediate_values and _finite(value):
                 study._storage.set_trial_intermediate_value(t._trial_id, int(epoch), float(value))
+        costs = {"device_seconds": float(rows["device_seconds"].sum())}
+        if len(rows):
+            costs.update(params=int(rows["params"].iloc[-1]), gflops=float(rows["gflops"].iloc[-1]))
+        for key, value in costs.items():
+            study._storage.set_trial_user_attr(t._trial_id, key, value)
         tell_final(study, t.number, row["status"], row[metric], int(row["epoch"]), max_epochs, row["stage"])
         settled += 1
     return settled
@@ -246,7 +265,7 @@ def tell_final(study: optuna.Study, number: int, status: str, value, epoch: int,
     stopped before max_epochs -> PRUNED; else COMPLETE with its last value."""
     if status == "ERROR" or not _finite(value):
         state, value = TrialState.FAIL, None
-    elif stage == "search" and epoch < max_epochs:
+    elif stage == SEARCH and epoch < max_epochs:
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, float(value)

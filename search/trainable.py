@@ -24,10 +24,9 @@ import ray
 from ray import tune
 from ray.tune.trainable.function_trainable import wrap_function
 
-from pbn.config import resolve
 from pbn.data.records import DataError
 from pbn.train import CHECKPOINT, NonFiniteLossError, code_version, fit, load_checkpoint
-from search.tune_ext import ADOPT, point_of
+from search.tune_ext import ADOPT, trial_config
 
 NONFINITE = "nonfinite_loss.txt"  # in the trial's storage directory once its loss became NaN/inf
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
@@ -75,16 +74,19 @@ def trial_dirname_of(trial) -> str:
     return trial_dirname(trial.trial_id)
 
 
-def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), device_count: float = 1.0) -> None:
+def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), reported: dict | None = None,
+                device_count: float = 1.0) -> None:
     """One trial: `config` = the searched values + seed (+ the driver's bookkeeping keys, tune_ext.META).
     `ended`: sweep trials the Parquet file records as finished. Tune's experiment snapshot can lag behind a
     trial's end; after a driver crash in that window, restore would resume the trial and train past the
-    epoch where ASHA stopped it. Such a trial returns at once. device_count: GPUs the trial holds (its
-    CPUs on a CPU-only trial), for device_seconds."""
+    epoch where ASHA stopped it. Such a trial returns at once. `reported`: the last epoch the Parquet file
+    holds of each other trial. device_count: GPUs the trial holds (its CPUs on a CPU-only trial), for
+    device_seconds."""
     adopt = config.get(ADOPT)
-    if (adopt or tune.get_context().get_trial_id()) in ended:
+    key = adopt or tune.get_context().get_trial_id()
+    if key in ended:
         return
-    cfg = resolve({**fixed, **point_of(config), "seed": config["seed"]})
+    cfg = trial_config(fixed, config)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -101,12 +103,12 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), devic
     # device_seconds: this epoch's cost; device_seconds_total: the trial's so far (for the study's user attr)
     total = [0.0]
     for past in state["history"] if state is not None else []:
-        # The driver may have lost the last second of results (killed before it wrote them) or never got
-        # the checkpoint's epoch: report the checkpoint's epochs again, marked, so that the driver records
-        # the ones it lacks and leaves the rows it has (and ASHA's past decisions) as they are.
+        # The driver may have lost its last second of results (killed before it wrote them), or never got
+        # the checkpoint's epoch: report the checkpoint's epochs the Parquet file lacks again, marked.
         total[0] += past["epoch_seconds"] * device_count
-        tune.report({**past, **extra, "device_seconds": past["epoch_seconds"] * device_count,
-                     "device_seconds_total": total[0], "replayed": True})
+        if past["epoch"] > (reported or {}).get(key, 0):
+            tune.report({**past, **extra, "device_seconds": past["epoch_seconds"] * device_count,
+                         "device_seconds_total": total[0], "replayed": True})
 
     def report(metrics: dict, out: Path) -> None:
         ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs
@@ -132,11 +134,11 @@ def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), devic
         raise
 
 
-def make_trainable(fixed: dict, ended: frozenset, resources: dict) -> type:
+def make_trainable(fixed: dict, ended: frozenset, reported: dict, resources: dict) -> type:
     """train_trial as a Tune trainable class whose restore tolerates a deleted checkpoint (module doc)."""
     device_count = resources["gpu"] or resources["cpu"]
-    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended, device_count=device_count),
-                         name="train_trial")
+    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended, reported=reported,
+                                              device_count=device_count), name="train_trial")
 
     class PBNTrial(base):
         def restore(self, checkpoint_path):

@@ -30,8 +30,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from pbn.config import resolve
 from search import analysis
-from search.results import read_results
+from search.results import CONFIRM, ENDED, SEARCH, read_results
 from search.study import RecentTPE, load_study, tell_final
 
 ADOPT = "_adopt"  # trial config key: the sweep trial id this trial continues
@@ -51,6 +52,11 @@ def point_of(config: dict) -> dict:
 
 def point_json(config: dict) -> str:
     return json.dumps(point_of(config), sort_keys=True)
+
+
+def trial_config(fixed: dict, config: dict):
+    """A trial's resolved pbn Config: the sweep's fixed values overlaid by the trial's point and seed."""
+    return resolve({**fixed, **point_of(config), "seed": config.get("seed", fixed.get("seed", 0))})
 
 
 def audit_schedule(fraction: float, seed: int, n: int) -> bool:
@@ -75,7 +81,6 @@ class StudySearcher(Searcher):
         self.storage_url, self.study_name, self.seed, self.base_seed = storage_url, study_name, seed, base_seed
         self.initial, self.jobs, self.audit_fraction = list(initial or []), list(jobs or []), audit_fraction
         self.numbers: dict[str, int] = {}  # Tune trial id -> study trial number
-        self.sweep_ids: dict[str, str] = {}  # Tune trial id -> sweep trial id (differs for an adopter)
         self.proposed = 0
         self.completed: set[str] = set()
         self.reported: dict[str, set[int]] = {}  # epochs already reported to the study, per Tune trial
@@ -84,12 +89,14 @@ class StudySearcher(Searcher):
         self._orphans: list | None = None
         self._points: Counter | None = None  # how often each point was proposed in this stage
         self._ended_at_start: set[str] | None = None
+        self._ids: dict[int, int] = {}  # study trial number -> the storage's trial id
 
     # ------------------------------------------------------------------------------- state
     def __getstate__(self):
         state = self.__dict__.copy()
         for k in ("_study", "_orphans", "_points", "_ended_at_start"):  # the study lives in its storage
             state[k] = None
+        state["_ids"] = {}
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -103,16 +110,17 @@ class StudySearcher(Searcher):
     @property
     def study(self):
         if self._study is None:
-            sampler = RecentTPE(seed=self.seed + self.proposed)  # a fresh stream after a resume
-            self._study = load_study(self.storage_url, self.study_name, sampler=sampler)
-            # ask() first looks for trials enqueued in WAITING state, scanning the whole study (20 ms at 34,000
-            # trials). This searcher never enqueues (it pins a point through the trial itself, _ask below).
-            self._study._pop_waiting_trial_id = lambda: None
-            mine = [t for t in self._study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == self.stage]
+            study = load_study(self.storage_url, self.study_name)
+            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == self.stage]
             if not self.numbers:  # a fresh searcher over a study this stage already used (no snapshot to restore)
                 ended = self._ended()
                 self.proposed = sum(t.user_attrs.get("trial_id") in ended for t in mine)
             self._points = Counter(json.dumps(t.user_attrs.get("point"), sort_keys=True) for t in mine)
+            study.sampler = RecentTPE(seed=self.seed + self.proposed)  # a fresh stream after a resume
+            # ask() first looks for trials enqueued in WAITING state, scanning the whole study (20 ms at 34,000
+            # trials). This searcher never enqueues (it pins a point through the trial itself, _ask below).
+            study._pop_waiting_trial_id = lambda: None
+            self._study = study
         return self._study
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -126,7 +134,7 @@ class StudySearcher(Searcher):
             self._ended_at_start = set()
             if Path(self.results).exists():
                 df = read_results(self.results, ["trial_id", "status"])
-                self._ended_at_start = set(df.loc[df["status"].isin(["TERMINATED", "ERROR"]), "trial_id"])
+                self._ended_at_start = set(df.loc[df["status"].isin(ENDED), "trial_id"])
         return self._ended_at_start
 
     def _find_orphans(self) -> list:
@@ -143,10 +151,10 @@ class StudySearcher(Searcher):
         if self._orphans:
             t = self._orphans.pop(0)
             self.proposed += 1  # the orphan was proposed after the snapshot this searcher was restored from
-            self.numbers[trial_id], self.sweep_ids[trial_id] = t.number, t.user_attrs["trial_id"]
+            self.numbers[trial_id] = t.number
             cfg = {**t.user_attrs["point"], "seed": t.user_attrs["seed"], ADOPT: t.user_attrs["trial_id"]}
             return {**cfg, AUDIT: True} if t.user_attrs.get("audited") else cfg
-        if self.stage == "confirm":
+        if self.stage == CONFIRM:
             if self.proposed >= len(self.jobs):
                 return Searcher.FINISHED
             job = self.jobs[self.proposed]
@@ -170,10 +178,11 @@ class StudySearcher(Searcher):
             seed = self.base_seed + self._points[key]
         self._points[key] += 1
         self.proposed += 1
-        self.numbers[trial_id], self.sweep_ids[trial_id] = trial.number, trial_id
-        # params/gflops arrive with the first epoch (null for a trial that fails before it builds a model)
-        for k, v in {"trial_id": trial_id, "stage": self.stage, "seed": seed, "point": params, "audited": audited,
-                     "params": None, "gflops": None, "device_seconds": 0.0}.items():
+        self.numbers[trial_id] = trial.number
+        # params/gflops arrive with the first epoch (null for a trial that fails before it builds a model).
+        # `stage` last: a trial without it was cut short here by a kill, and the driver fails it (run.py).
+        for k, v in {"trial_id": trial_id, "point": params, "seed": seed, "audited": audited, "params": None,
+                     "gflops": None, "device_seconds": 0.0, "stage": self.stage}.items():
             trial.set_user_attr(k, v)
         cfg = {**params, "seed": seed}
         return {**cfg, AUDIT: True} if audited else cfg
@@ -201,7 +210,10 @@ class StudySearcher(Searcher):
             pass  # the study already holds this trial's end (settled from the Parquet file after a crash)
 
     def _study_trial_id(self, number: int) -> int:
-        return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        if number not in self._ids:
+            self._ids[number] = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
+                                                                                          number)
+        return self._ids[number]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self.numbers.get(trial_id)
@@ -211,6 +223,7 @@ class StudySearcher(Searcher):
         if result:  # Tune passes the last result here only (a STOP decision skips on_trial_result)
             self.on_trial_result(trial_id, result)
         self.completed.add(trial_id)
+        self.reported.pop(trial_id, None)
         try:  # one write per trial, not per epoch: the journal stays one line per reported epoch
             self.study._storage.set_trial_user_attr(self._study_trial_id(number), "device_seconds",
                                                     self.device_seconds.get(trial_id, 0.0))
@@ -241,11 +254,11 @@ class ReplayASHA(ASHAScheduler):
         if not Path(self._history_path).exists():
             return
         df = read_results(self._history_path, ["trial_id", "epoch", self._metric, "reported_at", "stage"])
-        df = df[df["stage"] == analysis.SEARCH]
+        df = df[df["stage"] == SEARCH]
         analysis.asha_replay(self._brackets[0], df, self._metric, self._mode, self._max_t)
         self.replayed_results = int(df[self._metric].notna().sum())
-        print(f"ASHA: replayed {self.replayed_results} reported results into the rungs "
-              f"{self.rung_sizes()}", flush=True)
+        print(f"ASHA: replayed the {self.replayed_results} search-stage results into the rungs (rung epoch, "
+              f"trials): {self.rung_sizes()}", flush=True)
 
     def on_trial_add(self, tune_controller, trial):
         if not self._replayed:
@@ -256,13 +269,8 @@ class ReplayASHA(ASHAScheduler):
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         epoch = result[self._time_attr]
-        if result.get("replayed"):
-            # A resumed trial re-announcing an epoch of its checkpoint, judged when it first ran: recorded in
-            # its rung if the driver never got it, never a new decision.
-            if epoch < self._max_t:
-                analysis.record_rung(self._brackets[0], sweep_trial_id(trial), int(epoch),
-                                     self._metric_op * result[self._metric])
-            return TrialScheduler.CONTINUE
+        # A resumed trial re-reporting its checkpoint's epochs goes the same way: an epoch already in its rung
+        # passes (ASHA judged it when it first ran); one the driver lost is judged now.
         if epoch >= self._max_t:
             return TrialScheduler.STOP
         action = self._brackets[0].on_result(_Key(sweep_trial_id(trial)), epoch,
@@ -272,6 +280,14 @@ class ReplayASHA(ASHAScheduler):
         if action == TrialScheduler.STOP:
             self._num_stopped += 1
         return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict):
+        # Stock ASHA records the last result under Tune's trial id; an adopter's belongs to its sweep id. At
+        # max_t there is nothing to record: every trial that gets there stops, as the replay assumes.
+        if result and self._metric in result and result.get(self._time_attr, self._max_t) < self._max_t:
+            self._brackets[0].on_result(_Key(sweep_trial_id(trial)), result[self._time_attr],
+                                        self._metric_op * result[self._metric])
+        self._trial_info.pop(trial.trial_id, None)
 
     def rung_sizes(self) -> list[tuple[float, int]]:
         return [(milestone, len(recorded)) for milestone, recorded in self._brackets[0]._rungs]

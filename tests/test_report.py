@@ -68,6 +68,14 @@ def test_results_schema_dedup_status_and_parts(tmp_path):
     again = ResultsTable(path, "s", 4, part_rows=8)
     assert again.ended() == set(df["trial_id"])
     assert again.has("t-human", 3) and not again.has("t-human", 9)
+    _add(again, "t-human", POINTS["human"], 3, 99.0)  # a resumed trial re-reporting an epoch replaces its row
+    again.flush()
+    after = read_results(path)
+    assert len(after) == len(df) and after.loc[(after.trial_id == "t-human") & (after.epoch == 3), "pckh"].item() == 99
+    changed = ["pckh", "pckh_lo", "pckh_hi", "pckh_visible", "pckh_occluded", "reported_at"]
+    key = ["trial_id", "epoch"]
+    pd.testing.assert_frame_equal(after.drop(columns=changed).sort_values(key).reset_index(drop=True),
+                                  df.drop(columns=changed).sort_values(key).reset_index(drop=True))
 
 
 def test_a_part_is_rewritten_only_while_its_trials_change(tmp_path):
@@ -89,6 +97,13 @@ def test_a_part_is_rewritten_only_while_its_trials_change(tmp_path):
     table.flush()
     df = read_results(path)
     assert df.loc[df.trial_id == "c", "status"].item() == "ERROR"
+    # a trial of a sealed part changing again (a driver settling it after a resume) keeps its part whole
+    reloaded = ResultsTable(path, "p", max_epochs=2, part_rows=4)
+    assert 1 in reloaded.sealed and "a" not in reloaded.rows
+    reloaded.end("a", "ERROR")
+    reloaded.flush()
+    df = read_results(path)
+    assert len(df[df.trial_id.isin(["a", "b"])]) == 4 and df.loc[df.trial_id == "a", "status"].eq("ERROR").all()
 
 
 def test_a_reader_racing_the_writer_always_gets_whole_parts(tmp_path):
@@ -150,6 +165,7 @@ def test_verdict_resolves_a_real_effect_and_not_noise(tmp_path):
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict and all(set(v) == {"a", "b", "metric", "epoch", "diff", "lo", "hi", "resolved", "n_seeds"}
                            for v in verdict)
+    assert all(v["lo"] <= v["diff"] <= v["hi"] for v in verdict)
     pckh = {v["b"]: v for v in verdict if v["metric"] == "pckh"}
     assert all(v["a"] == "human W=64 D=1" and v["epoch"] == 4 and v["n_seeds"] == 4 for v in pckh.values())
     assert pckh["shared W=64 D=1"]["resolved"] and pckh["shared W=64 D=1"]["lo"] > 0
@@ -163,6 +179,61 @@ def test_verdict_resolves_a_real_effect_and_not_noise(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     r = run_cli("search.report", str(tmp_path / "missing.parquet"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_a_difference_inside_the_seed_noise_is_not_resolved(tmp_path):
+    # human 6.0 vs mi 5.8: a 0.2-point difference against a paired half-width of ~2.3 (as above).
+    path = tmp_path / "close.parquet"
+    make_sweep(path, {"shared": 0.0, "human": 6.0, "mi": 5.8}, seeds=4)
+    verdict = {(v["b"], v["metric"]): v for v in json.loads((write_report(path, tmp_path / "r") / "verdict.json")
+                                                                .read_text())}
+    close = verdict[("mi k=5 W=32 D=2", "pckh")]
+    assert not close["resolved"] and close["lo"] < 0 < close["hi"]
+    assert verdict[("shared W=64 D=1", "pckh")]["resolved"]
+
+
+def test_the_audit_of_early_stopping_on_a_known_history():
+    """Four trials reach epoch 4, two of them audited; ASHA (grace 1, rf 2) would have stopped audited a2
+    at its first rung, where it was worst of those recorded, though it finished best."""
+    rows = []
+    values = {"p1": [10, 20, 30, 40], "a1": [12, 22, 32, 42], "a2": [1, 2, 3, 60], "p2": [11, 21, 31, 41]}
+    for order, (tid, v) in enumerate(values.items()):
+        for e, value in enumerate(v, start=1):
+            rows.append({"trial_id": tid, "epoch": e, "pckh": float(value), "reported_at": 10.0 * e + order,
+                         "stage": "search", "status": "TERMINATED", "point": f'{{"t": "{tid}"}}', "grouping": "human",
+                         "audited": tid.startswith("a")})
+    df = pd.DataFrame(rows)
+    ranking = analysis.search_ranking(df, "pckh", "max", 1, 2, 4)
+    by = ranking.set_index("trial_id")
+    assert by.at["a2", "would_stop"] == 1 and np.isnan(by.at["a1", "would_stop"])
+    assert by.at["a2", "earned_epoch"] == 1 and list(ranking["trial_id"])[-1] == "a2"  # judged where ASHA would
+    assert analysis.audit_misses(ranking, 4) == {"audited": 2, "would_stop": 1, "finished": 4,
+                                                  "would_stop_top_half": 1}
+    corr = analysis.rung_correlations(ranking, df, "pckh", [1, 2], 4).set_index("epoch")
+    assert corr.at[1, "n"] == 4 and corr.at[1, "rho"] == pytest.approx(-0.2)  # a2's jump breaks the order
+
+
+def test_reconcile_tells_the_study_what_the_parquet_file_recorded(tmp_path):
+    from optuna.trial import TrialState
+
+    from search.study import create_study, reconcile
+
+    study = create_study(str(tmp_path / "r.optuna.log"), "r", "max", "pckh", "d")
+    trials = [study.ask() for _ in range(3)]
+    for t, tid in zip(trials, ("done", "stopped", "live")):
+        t.set_user_attr("trial_id", tid)
+        t.report(1.0, 1)
+    df = pd.DataFrame([{"trial_id": tid, "epoch": e, "status": status, "stage": "search", "pckh": 10.0 * e,
+                        "device_seconds": 2.0, "params": 7, "gflops": 0.5}
+                       for tid, last, status in (("done", 4, "TERMINATED"), ("stopped", 2, "TERMINATED"),
+                                                 ("live", 3, "RUNNING"))
+                       for e in range(1, last + 1)])
+    assert reconcile(study, df, "pckh", 4) == 2
+    done, stopped, live = study.get_trials()
+    assert done.state == TrialState.COMPLETE and done.value == 40.0
+    assert done.intermediate_values == {1: 1.0, 2: 20.0, 3: 30.0, 4: 40.0}  # the epochs it missed, added
+    assert (done.user_attrs["device_seconds"], done.user_attrs["params"], done.user_attrs["gflops"]) == (8.0, 7, 0.5)
+    assert stopped.state == TrialState.PRUNED and live.state == TrialState.RUNNING
 
 
 def test_no_confirmation_stage_means_no_verdict(tmp_path):

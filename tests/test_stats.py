@@ -8,35 +8,43 @@ import pytest
 from pbn import stats
 
 
-def test_bootstrap_ratio_matches_the_binomial_interval():
+def _interval(hits: np.ndarray, mask: np.ndarray, resamples: int = stats.RESAMPLES) -> tuple[float, float]:
+    """pck_interval of the hrnet Mean on given per-joint hits: errors 0 (hit) or 1 (miss), alpha 0.5."""
+    from pbn.evaluate import CONVENTIONS, pck_interval
+
+    err = np.where(hits, 0.0, 1.0)
+    return pck_interval(err, mask, np.ones(hits.shape[1], bool), 0.5, CONVENTIONS["hrnet"], resamples)
+
+
+def test_pck_interval_matches_the_binomial_interval():
     # 2000 images with one joint each, hit with p = 0.3: the 95% interval is p +- 1.96 sqrt(p(1-p)/N) =
-    # +- 0.0201. With 1000 resamples the percentile ends carry Monte Carlo error of about 6% of the
+    # +- 2.01 points. With 1000 resamples the percentile ends carry Monte Carlo error of about 6% of the
     # half-width (sd of the 2.5% quantile of 1000 draws ~ 0.086 sd), so 20% is a > 3-sigma margin.
     rng = np.random.default_rng(1)
-    hits = (rng.random(2000) < 0.3).astype(float)
-    lo, hi = stats.bootstrap_ratio(hits, np.ones(2000))
-    p = hits.mean()
-    half = 1.96 * math.sqrt(p * (1 - p) / 2000)
+    hits = rng.random((2000, 1)) < 0.3
+    lo, hi = _interval(hits, np.ones_like(hits))
+    p = 100 * hits.mean()
+    half = 1.96 * math.sqrt(p * (100 - p) / 2000)
     assert lo < p < hi
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.2)
-    assert stats.bootstrap_ratio(hits, np.ones(2000)) == (lo, hi)  # fixed seed: the same interval
+    assert _interval(hits, np.ones_like(hits)) == (lo, hi)  # fixed seed: the same interval
 
 
-def test_bootstrap_ratio_covers_the_truth_about_95_percent_of_the_time():
-    # 300 simulated validation sets of 200 images x 1..16 joints, p = 0.4. Coverage of a valid 95%
+def test_pck_interval_covers_the_truth_about_95_percent_of_the_time():
+    # 300 simulated validation sets of 200 images x 1..16 annotated joints, p = 0.4. Coverage of a valid 95%
     # interval is 0.95 +- 0.0126 (binomial sd over 300 sets); [0.90, 0.99] is a ~4-sigma band.
     rng = np.random.default_rng(2)
     covered = 0
     for _ in range(300):
-        den = rng.integers(1, 17, 200).astype(float)
-        num = rng.binomial(den.astype(int), 0.4).astype(float)
-        lo, hi = stats.bootstrap_ratio(num, den, resamples=400)
-        covered += lo <= 0.4 <= hi
+        mask = np.arange(16)[None, :] < rng.integers(1, 17, 200)[:, None]
+        hits = rng.random((200, 16)) < 0.4
+        lo, hi = _interval(hits, mask, resamples=400)
+        covered += lo <= 40.0 <= hi
     assert 0.90 <= covered / 300 <= 0.99
 
 
-def test_bootstrap_ratio_without_data_is_nan():
-    assert all(math.isnan(v) for v in stats.bootstrap_ratio(np.zeros(3), np.zeros(3)))
+def test_pck_interval_without_joints_is_nan():
+    assert all(math.isnan(v) for v in _interval(np.zeros((3, 2), bool), np.zeros((3, 2), bool)))
 
 
 def test_mean_interval_is_the_student_t_interval():

@@ -8,15 +8,13 @@ paired seeds, and the report compares them with intervals.
 """
 
 METRIC = "pckh"  # validation PCKh@0.5 Mean (hrnet convention)
-MAX_EPOCHS = 8  # small preset on CPU; a paper-scale run passes --max-epochs 250
+MAX_EPOCHS = 5  # small preset on CPU, as the branch study; a paper-scale run passes --max-epochs 250
 
 FIXED = {
     "preset": "small",  # CPU-sized trunk; --preset paper on a GPU cluster
     "stacks": 3,  # the paper's ablations use 3-stack PBNs (section 3.3)
     "width": 64,  # W: the paper's example branch width ...
     "depth": 1,  # ... and depth D, the same for every strategy so only the grouping differs
-    "synthetic_train": 768,  # images per epoch, as the branch study
-    "synthetic_val": 768,  # bootstrap half-width <= 1 PCKh point at the PCKh this preset reaches (README)
 }
 
 # shared (one head = plain stacked hourglass), per-part (16 branches), human (the paper's 6 groups), and the
