@@ -27,6 +27,7 @@ from search.results import read_results
 COLORS = {"shared": "tab:gray", "per-part": "tab:orange", "human": "tab:blue", "mi": "tab:green"}
 VERDICT_METRICS = ("pckh", "pckh_occluded")  # the paper's claim is about occluded joints
 WEAK_RHO = 0.5  # a first rung whose rank correlation with the last epoch may be below this judges poorly
+MIN_AUDIT_TRIALS = 8  # below this many trials the rank correlation's bootstrap interval spans nearly [-1, 1]
 
 
 def sweep_info(parquet: Path, df: pd.DataFrame) -> dict:
@@ -108,13 +109,18 @@ def audit_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[s
     lines.append(f"\nAudited trials (exempt from early stopping): {miss['audited']}; ASHA would have stopped "
                  f"{miss['would_stop']} of them, {miss['would_stop_top_half']} of which finished in the top half.")
     first = corr[corr["epoch"] == rungs[0]]
-    if first.empty or not np.isfinite(first["rho"].iloc[0]):
-        lines.append(f"\nToo few trials reached epoch {info['max_epochs']} to judge the first rung (epoch {rungs[0]}):"
-                     " raise AUDIT_FRACTION or NUM_SAMPLES.")
+    if first.empty or not np.isfinite(first["rho"].iloc[0]) or first["n"].iloc[0] < MIN_AUDIT_TRIALS:
+        n = 0 if first.empty else int(first["n"].iloc[0])
+        lines.append(f"\nToo few trials reached epoch {info['max_epochs']} ({n}; at least {MIN_AUDIT_TRIALS} are "
+                     f"needed before the interval excludes much) to tell how well the first rung (epoch {rungs[0]}) "
+                     "judges: raise AUDIT_FRACTION or NUM_SAMPLES for this check.")
     elif first["lo"].iloc[0] < WEAK_RHO:
         lines.append(f"\n**The first rung judges weakly**: at epoch {rungs[0]} the ranking may correlate with the "
                      f"final one by as little as rho = {first['lo'].iloc[0]:.2f}. Trials it stops could finish well: "
                      "raise GRACE_PERIOD (or train more images per epoch) so the first judgement comes later.")
+    else:
+        lines.append(f"\nThe first rung (epoch {rungs[0]}) ranks trials much as epoch {info['max_epochs']} does "
+                     f"(rho >= {first['lo'].iloc[0]:.2f} at 95%).")
     return lines
 
 
