@@ -17,6 +17,7 @@ metrics), and every snapshot is timed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -32,6 +33,7 @@ import numpy as np
 EPOCHS = 50  # epochs per trial: the small, packed trials that make results arrive fastest
 CONCURRENCY = 64  # trials in flight (e.g. 16 GPUs x 4 packed trials)
 RESULTS = 3000  # results timed per size
+CONCURRENT_STUBS = 32  # stub trials in flight when timing Tune's snapshot (8: 139 s for 100 trials, 32: 79 s)
 GRACE, RF = 5, 3  # ASHA rungs at epochs 5, 15, 45
 POINTS = [{"grouping": g, "width": w, "depth": d} for g in ("shared", "per-part", "human") for w in (16, 32, 64)
           for d in (0, 1, 2)]
@@ -222,9 +224,10 @@ def measure(rows: int, seed: int = 0, keep: Path | None = None) -> dict:
 
 # --------------------------------------------------------------------------- Tune's experiment snapshot
 def snapshot_cost(trials: int) -> dict:
-    """Real Tune, a simulated 4-node cluster, `trials` short trials (8 at a time, actors reused) of a stub
-    trainable reporting this project's metrics three times: every experiment snapshot timed
-    (TuneController.checkpoint), against the driver's wall time."""
+    """Real Tune, a simulated 4-node cluster, `trials` short trials (CONCURRENT_STUBS at a time, actors
+    reused) of a stub trainable reporting this project's metrics three times, under the driver's snapshot
+    period (tune_ext.limit_snapshot_share): every experiment snapshot timed (TuneController.checkpoint),
+    wall and CPU, against the driver's wall time."""
     import ray
     from ray import tune
     from ray.cluster_utils import Cluster
@@ -234,13 +237,18 @@ def snapshot_cost(trials: int) -> dict:
     original = tune_controller.TuneController.checkpoint
 
     def timed(self, force: bool = False, wait: bool = False):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         before = self._checkpoint_manager._last_save_time
         original(self, force=force, wait=wait)
         if self._checkpoint_manager._last_save_time != before:  # a snapshot was taken
-            timings.append((time.perf_counter() - t0, len(self._trials)))
+            # wall time (what the driver waits, on 2 cores shared with the stub trials) and the driver thread's
+            # CPU time (the snapshot's own work, free of that contention)
+            timings.append((time.perf_counter() - t0, len(self._trials), force, time.thread_time() - c0))
 
     tune_controller.TuneController.checkpoint = timed
+    from search.tune_ext import limit_snapshot_share
+
+    limit_snapshot_share()  # the driver's period policy (search/run.py)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(4):
         cluster.add_node(num_cpus=8, num_gpus=1)
@@ -257,22 +265,30 @@ def snapshot_cost(trials: int) -> dict:
             driver[0] = time.perf_counter()
             tune.Tuner(tune.with_resources(stub, {"cpu": 0.25}),
                        param_space={"q": tune.uniform(0, 1)},
-                       tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True, max_concurrent_trials=8),
+                       tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True,
+                                                   max_concurrent_trials=CONCURRENT_STUBS),
                        run_config=tune.RunConfig(storage_path=tmp, name="snap", verbose=0)).fit()
             wall = time.perf_counter() - driver[0]
     finally:
         tune_controller.TuneController.checkpoint = original
         ray.shutdown()
         cluster.shutdown()
-    secs = [t for t, _ in timings]
+    secs = [t for t, _, _, _ in timings]
+    periodic = [(t, n, cpu) for t, n, force, cpu in timings if not force]  # on the period, while trials run
+    final = sum(t for t, _, force, _ in timings if force)  # Tune's forced snapshot as the experiment ends
     return {"trials": trials, "snapshots": len(secs), "snapshot_s_median": statistics.median(secs),
             "snapshot_s_max": max(secs), "snapshot_s_total": sum(secs), "wall_s": wall,
-            "share": sum(secs) / wall, "period": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "auto")}
+            "share": sum(secs) / wall, "share_periodic": sum(t for t, _, _ in periodic) / wall, "final_s": final,
+            "last_periodic_s": periodic[-1][0] if periodic else float("nan"),
+            "last_periodic_cpu_s": periodic[-1][2] if periodic else float("nan"),
+            "last_periodic_trials": periodic[-1][1] if periodic else 0,
+            "cpu_s_per_trial": [round(cpu / n * 1000, 3) for _, n, cpu in periodic if n],  # ms, each snapshot
+            "period": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "auto")}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/driver_scale.py", description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--snapshot-trials", type=int, nargs="*", default=[],
                    help="also time Tune's experiment snapshot with this many short trials (e.g. 100 1000 5000)")
     p.add_argument("--json", action="store_true", help="one JSON object per size")
@@ -284,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'rows':>9} {'trials':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'resume s':>9} "
               f"{'(settle':>9} {'search':>7} {'asha)':>6}")
     for rows in a.rows:
-        r = measure(rows, keep=a.keep)
+        with contextlib.redirect_stdout(sys.stderr):  # the driver's own messages: stdout stays one JSON per line
+            r = measure(rows, keep=a.keep)
         if a.json:
             print(json.dumps(r), flush=True)
         else:
@@ -292,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['resume_s']:>9.2f} {r['resume_settle_s']:>9.2f} {r['resume_searcher_s']:>7.2f} "
                   f"{r['resume_asha_s']:>6.2f}", flush=True)
     for n in a.snapshot_trials:
-        r = snapshot_cost(n)
+        with contextlib.redirect_stdout(sys.stderr):
+            r = snapshot_cost(n)
         print(json.dumps(r) if a.json else
               f"Tune snapshot, {n} trials: {r['snapshots']} snapshots, median {r['snapshot_s_median']:.3f} s, max "
               f"{r['snapshot_s_max']:.3f} s, {100 * r['share']:.1f}% of {r['wall_s']:.0f} s driver wall "
+              f"({100 * r['share_periodic']:.1f}% periodic, final forced one {r['final_s']:.2f} s; the last periodic "
+              f"one {r['last_periodic_s']:.2f} s wall, {r['last_periodic_cpu_s']:.2f} s CPU with "
+              f"{r['last_periodic_trials']} trials; CPU ms per trial in each periodic snapshot "
+              f"{r['cpu_s_per_trial']}) "
               f"(TUNE_GLOBAL_CHECKPOINT_S={r['period']})", flush=True)
     return 0
 

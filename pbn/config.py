@@ -177,7 +177,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: list[str] | Non
     for name in names or list(by_name):
         f = by_name[name]
         flag, typ = "--" + name.replace("_", "-"), _FIELD_TYPES[name]
-        kw = {"help": f"{f.metadata['help']} (default: {_default_text(name)})", "default": None, "dest": name}
+        text = f.metadata["help"]  # a field whose None means something says so in its own help
+        text = text if "(default:" in text else f"{text} (default: {_default_text(name)})"
+        kw = {"help": text, "default": None, "dest": name}
         if typ == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif typ == "tuple[int, ...]":

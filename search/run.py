@@ -34,10 +34,8 @@ from search.space import SpaceError, check_fixed, load_space
 from search.study import StudyError
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
-# Tune's experiment snapshot on its adaptive period: at least 10 s and 19 x the last snapshot's duration,
-# so it never takes more than 5% of the driver's time (measured: benchmarks/driver_scale.py). Resuming does
-# not depend on a recent snapshot: trials resume from their own newest checkpoint, and trials the snapshot
-# never saw are adopted from the study (search/tune_ext.py).
+# Tune's experiment snapshot on an adaptive period: at least 10 s and 39 x the last snapshot's duration
+# (search/tune_ext.limit_snapshot_share, applied before each stage).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
 CONFIRM_SEED_BASE = 1000  # confirmation seeds: base+1000, +1001, ... never a seed the search stage trained
 
@@ -341,8 +339,9 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     from search.results import ResultsTable
     from search.study import load_study
     from search.trainable import make_trainable, trial_dirname_of
-    from search.tune_ext import ReplayASHA, StudySearcher, sweep_trial_id
+    from search.tune_ext import ReplayASHA, StudySearcher, limit_snapshot_share, sweep_trial_id
 
+    limit_snapshot_share()
     st = sweep.state
     exp_dir, max_epochs = sweep.exp_dir(stage), st["max_epochs"]
     num_samples = st["num_samples"] if stage == SEARCH else len(st["confirm_jobs"])

@@ -16,6 +16,8 @@ confirmation stage it hands out a fixed list of (point, seed) jobs. Both stages:
 ReplayASHA: Tuner.restore brings ASHA back with empty rungs (ray-project/ray#30838). It replays the
 sweep's Parquet history into them before the first trial is added, keys the rungs by the sweep's trial id
 (an adopting trial continues its orphan's record), and never stops an audited trial.
+
+limit_snapshot_share: the period of Tune's experiment snapshot, set from its measured cost.
 """
 
 from __future__ import annotations
@@ -38,6 +40,32 @@ from search.study import RecentTPE, load_study, tell_final
 ADOPT = "_adopt"  # trial config key: the sweep trial id this trial continues
 AUDIT = "_audit"  # trial config key: exempt from early stopping
 META = (ADOPT, AUDIT, "seed")
+# Target share of the driver's wall time spent in Tune's experiment snapshot: half the 5% budget, because a
+# snapshot can take twice as long as the one before (limit_snapshot_share).
+SNAPSHOT_SHARE = 0.025
+
+
+def limit_snapshot_share(share: float = SNAPSHOT_SHARE) -> None:
+    """Tune's adaptive snapshot period (TUNE_GLOBAL_CHECKPOINT_S=auto) is max(10 s, 19 x the last snapshot's
+    duration): 5% of the driver's time only if every snapshot takes as long as the one before. Measured
+    (benchmarks/driver_scale.py --snapshot-trials), they do not: the cost grows with the trials (Tune keeps
+    ~26 KB of state per trial, mostly moving statistics of the ~50 metrics a trial reports: 2-3.4 ms of CPU
+    per trial and snapshot) and its wall time varies with the load on the driver's machine: 4.6% and 7.5%
+    of the driver's wall time in two runs of 1,000 trials. So the period is max(10 s, (1/share - 1) x the last
+    duration). Resuming does not depend on a recent snapshot (trials resume from their own newest
+    checkpoint; trials the snapshot never saw are adopted from the study)."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    if not hasattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time"):
+        raise RuntimeError("this Ray version has no _ExperimentCheckpointManager._update_auto_checkpoint_time: "
+                           "the project pins ray[tune]==2.60.0 (pyproject.toml)")
+    factor = 1 / share - 1
+
+    def update(self, time_taken: float) -> None:
+        if self._auto_checkpoint_enabled:
+            self._checkpoint_period = max(10.0, time_taken * factor)
+
+    _ExperimentCheckpointManager._update_auto_checkpoint_time = update
 
 
 def sweep_trial_id(trial) -> str:

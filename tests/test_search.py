@@ -429,6 +429,30 @@ def test_asha_replay_restores_rungs(tmp_path):
     assert dict(sched.rung_sizes())[1] == 5
 
 
+def test_snapshot_period_keeps_its_share_with_a_margin():
+    """Tune's auto period is max(10 s, 19 x the last snapshot); the driver's is max(10 s, 39 x): a snapshot
+    twice as long as the one before still stays within 5% of the driver's time."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from search.tune_ext import SNAPSHOT_SHARE, limit_snapshot_share
+
+    original = _ExperimentCheckpointManager._update_auto_checkpoint_time
+    try:
+        limit_snapshot_share()
+        m = _ExperimentCheckpointManager.__new__(_ExperimentCheckpointManager)
+        m._auto_checkpoint_enabled, m._checkpoint_period = True, 10.0
+        m._update_auto_checkpoint_time(time_taken=2.0)
+        assert m._checkpoint_period == pytest.approx(2.0 * (1 / SNAPSHOT_SHARE - 1))
+        assert 2 * 2.0 / (2 * 2.0 + m._checkpoint_period) <= 0.05
+        m._update_auto_checkpoint_time(time_taken=0.01)
+        assert m._checkpoint_period == 10.0
+        m._auto_checkpoint_enabled = False  # a fixed TUNE_GLOBAL_CHECKPOINT_S stays as set
+        m._update_auto_checkpoint_time(time_taken=5.0)
+        assert m._checkpoint_period == 10.0
+    finally:
+        _ExperimentCheckpointManager._update_auto_checkpoint_time = original
+
+
 def tiny_space(trial):
     trial.suggest_categorical("grouping", ["shared", "human"])
 
