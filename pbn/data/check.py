@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from pbn.atomic import atomic_write_text
+from pbn.config import PRESETS
 from pbn.data import readers
 from pbn.data.records import DataError, PoseRecord
 
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=("mpii", "lsp"))
     p.add_argument("--data-root", required=True, help="the directory holding mpii/ or lsp/ (README, 'Data layout')")
-    p.add_argument("--batch-size", type=int, default=16, help="training batch size: train needs >= this many people")
+    batch = PRESETS["paper"]["batch_size"]  # real data is trained with the paper preset
+    p.add_argument("--batch-size", type=int, default=batch,
+                   help=f"training batch size: train needs >= this many people (default: {batch}, the paper preset's)")
     p.add_argument("--train-limit", type=int, help="only the first N training people (as training's train_limit)")
     p.add_argument("--val-limit", type=int, help="only the first N validation people (val_limit)")
     p.add_argument("--jobs", type=int, help="parallel decoders (default: the usable CPUs)")
