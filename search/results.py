@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ class ResultsTable:
         if not self._schema_written:
             if not self.path.exists():  # born with its schema part: a reader never finds an empty directory
                 tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
                 tmp.mkdir(parents=True)
                 pq.write_table(ARROW_SCHEMA.empty_table(), tmp / self._part_path(0).name)
                 os.rename(tmp, self.path)

@@ -29,7 +29,7 @@ from pbn.atomic import atomic_write_text
 from pbn.config import ConfigError, resolve
 from pbn.data.check import require_valid_data
 from pbn.data.records import DataError
-from search.results import CONFIRM, SEARCH, ResultsError, read_results
+from search.results import CONFIRM, ENDED, SEARCH, ResultsError, read_results
 from search.space import SpaceError, check_fixed, load_space
 from search.study import StudyError
 
@@ -215,6 +215,12 @@ class Sweep:
         atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
 
 
+def check_data(fixed: dict, space) -> None:
+    """pbn.data.check on the data every trial of the sweep reads (fixed values + the first point), once, in
+    the driver, before Ray starts."""
+    require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
+
+
 def _plan_sweep(args, space, sweep: Sweep) -> dict:
     """A new sweep's state, every refusal made before anything is written or Ray starts."""
     if sweep.state_path.exists() or sweep.parquet.exists():
@@ -236,7 +242,7 @@ def _plan_sweep(args, space, sweep: Sweep) -> dict:
         print(f"note: --max-epochs {max_epochs} leaves no rung before the last epoch (GRACE_PERIOD {grace}): "
               "no early stopping in this sweep", file=sys.stderr)
         grace = None
-    require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
+    check_data(fixed, space)
     from search.study import refuse_existing
 
     refuse_existing(sweep.optuna, sweep.name)
@@ -271,7 +277,7 @@ def _resume_sweep(args, space, sweep: Sweep) -> None:
         raise SweepError(f"the command line gives sweep {sweep.name!r} a different fixed config ({changed}): a "
                          "changed sweep is a new sweep (resume with the same command plus --resume)")
     sweep.storage, sweep.optuna = st["storage"], st["optuna_storage"]
-    require_valid_data(resolve({**fixed, **(space.initial[0] if space.initial else {})}))
+    check_data(fixed, space)
     from search.study import create_study, load_study, study_exists
 
     if not study_exists(sweep.optuna, sweep.name):  # killed between saving the state and creating the study
@@ -390,7 +396,7 @@ def _run_stage(stage: str, args, space, sweep: Sweep, resources: dict) -> None:
     status = {sweep_trial_id(t): t.status for t in saved.trials}
     table = ResultsTable(sweep.parquet, sweep.name, max_epochs)
     for tid, s in status.items():  # trials restored as finished get no callback: settle them here
-        if s in ("TERMINATED", "ERROR") and tid in table.trials and table.trials[tid].status == "RUNNING":
+        if s in ENDED and tid in table.trials and table.trials[tid].status == "RUNNING":
             table.end(tid, s, table.trials[tid].num_failures)
     table.flush()
     settle(study, sweep, stage)
@@ -427,7 +433,7 @@ def settle(study, sweep: Sweep, stage: str) -> tuple[frozenset, dict[str, int]]:
         table.flush()
     if len(running) > len(half):
         reconcile(study, df, st["metric"], st["max_epochs"])
-    ended = frozenset(df.loc[df["status"].isin(["TERMINATED", "ERROR"]), "trial_id"]) | {
+    ended = frozenset(df.loc[df["status"].isin(ENDED), "trial_id"]) | {
         t.user_attrs.get("trial_id", f"unasked-{t.number}") for t in half}
     live = df[~df["trial_id"].isin(ended)]
     return ended, {str(k): int(v) for k, v in live.groupby("trial_id")["epoch"].max().items()}
