@@ -453,6 +453,17 @@ def test_snapshot_period_keeps_its_share_with_a_margin():
         _ExperimentCheckpointManager._update_auto_checkpoint_time = original
 
 
+def test_snapshot_period_refuses_a_ray_without_the_hook(monkeypatch):
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from search.tune_ext import limit_snapshot_share
+
+    monkeypatch.delattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time")
+    with pytest.raises(RuntimeError, match=r"pins ray\[tune\]==2.60.0"):
+        limit_snapshot_share()
+    assert not hasattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time")  # nothing patched in
+
+
 def tiny_space(trial):
     trial.suggest_categorical("grouping", ["shared", "human"])
 
