@@ -40,6 +40,8 @@ class Config:
     preset: str = _f("small", "size preset (small: CPU minutes; paper: section 4.1 of the paper)", ("small", "paper"))
     grouping: str = _f("human", "part grouping of the branches", GROUPINGS)
     clusters: int | None = _f(None, f"cluster count k of grouping mi ({MIN_CLUSTERS}..{MAX_CLUSTERS})")
+    cluster_seed: int = _f(0, "seed of the spectral clustering that makes the mi partition: a study-level "
+                           "constant, never the training seed")
     width: int = _f(64, "W: channels of each branch")
     depth: int = _f(1, "D: residual blocks per branch (0: 1x1 convolutions only)")
     stacks: int = _f(2, "stacked PBNs (each supervised)")

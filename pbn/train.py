@@ -62,10 +62,11 @@ def pick_device(cfg: Config) -> torch.device:
 
 
 def groups_for(cfg: Config, train: Source) -> list[tuple[int, ...]]:
-    """mi groups come from this dataset's own training poses (cached on disk per data source)."""
+    """mi groups come from the training source's pose statistics (`Source.pose_records`, MI cached on disk)
+    and cfg.cluster_seed, never the training seed: every seed of a search point trains the same partition."""
     if cfg.grouping != "mi":
         return resolve_groups(cfg.grouping)
-    return resolve_groups("mi", cfg.clusters, mi=cached_records_mi(train.records), seed=cfg.seed)
+    return resolve_groups("mi", cfg.clusters, mi=cached_records_mi(train.pose_records), seed=cfg.cluster_seed)
 
 
 def group_label(groups) -> str:

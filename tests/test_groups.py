@@ -126,3 +126,31 @@ def test_groups_cli_bad_inputs(tmp_path):
     assert r.returncode == 2 and "--clusters" in r.stderr
     r = run_cli("pbn.groups", "--annotations", str(tmp_path / "nope.csv"), "--clusters", "5", "--out", str(tmp_path))
     assert r.returncode == 2 and "file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mi_partition_is_one_treatment_whatever_the_training_seed(monkeypatch):
+    """A search point's trial (seed 0) and its confirmation seeds train the same partition: groups_for depends
+    on the training poses, k and the study's cluster_seed, which alone sets the clustering's random_state."""
+    from sklearn import cluster
+
+    from pbn.config import resolve
+    from pbn.data.dataset import load_source
+    from pbn.train import groups_for
+
+    cfg = resolve({"grouping": "mi", "clusters": 5, "synthetic_train": 16, "synthetic_val": 8})
+    train = load_source(cfg, "train")
+    assert len(train.pose_records) == 12649  # the whole pool, not the 16 rendered images
+    got = {s: groups_for(cfg.replace(seed=s), train) for s in (0, 1001)}
+    assert got[0] == got[1001] == G.resolve_groups("mi", 5)  # MPII's k=5 grouping
+
+    states = []
+    original = cluster.SpectralClustering
+
+    def spy(*args, **kwargs):
+        states.append(kwargs["random_state"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "SpectralClustering", spy)
+    for s, cluster_seed in ((0, 0), (1001, 0), (1001, 7)):
+        groups_for(cfg.replace(seed=s, cluster_seed=cluster_seed), train)
+    assert states == [0, 0, 7]

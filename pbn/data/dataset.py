@@ -36,6 +36,13 @@ class Source:
     load_image: Callable[[int, int], np.ndarray]  # (index, reduction r) -> BGR uint8 image at 1/r size
     score: Callable[[np.ndarray], dict]  # preds [N, 16, 2] original pixels -> pbn.metrics score keys
     max_reduction: int = 1  # largest r load_image honours (1: it always returns full size)
+    # The poses whose statistics define the `mi` part grouping. Real datasets: the records themselves (the
+    # default). Synthetic: the split's whole pose pool, as its few hundred renders cannot estimate the MI.
+    pose_records: list[PoseRecord] | None = None
+
+    def __post_init__(self):
+        if self.pose_records is None:
+            self.pose_records = self.records
 
 
 def pckh_scorer(records: list[PoseRecord]) -> Callable[[np.ndarray], dict]:
@@ -112,7 +119,7 @@ def load_source(cfg, split: str) -> Source:
         cache = cfg.synthetic_cache_mb << 20 if split == "train" else 0
         syn = SyntheticPoses(cfg.synthetic_seed, split, cfg.input_size, n, cache)
         records = _limit(syn.records, cfg, split)
-        return Source("synthetic", records, syn.load_image, pckh_scorer(records))
+        return Source("synthetic", records, syn.load_image, pckh_scorer(records), pose_records=syn.pose_records)
     root = Path(cfg.data_root)
     if not root.is_dir():
         raise DataError(f"data_root {root}: directory not found")
