@@ -20,6 +20,7 @@ import pandas as pd
 
 from pbn import stats
 from pbn.metrics import OBJECTIVES
+from search import asha
 from search.results import CONFIRM, SEARCH
 
 
@@ -39,49 +40,6 @@ def point_label(point: str | dict) -> str:
     return " ".join(parts) or "(fixed)"
 
 
-def asha_replay(bracket, history: pd.DataFrame, metric: str, mode: str, max_t: int,
-                decide=frozenset()) -> dict[str, int]:
-    """Record the (trial_id, epoch, metric) rows of `history` below max_t, in report order, into the rungs
-    of an ASHA bracket (ray.tune's _Bracket) exactly as its on_result records them, and return trial -> the
-    first epoch at which the bracket would have decided STOP, for the trials in `decide`. The driver
-    replays into its live scheduler after a resume (no decisions needed: the trials were already judged);
-    the report replays into a fresh bracket to learn what ASHA would have done with the audited trials.
-    Only rung epochs are read (a trial's epochs are contiguous, so its other epochs never change a rung),
-    and a cutoff is computed only for a decision: replaying 10^6 rows takes seconds, not minutes."""
-    sign = 1.0 if mode == "max" else -1.0
-    milestones = {int(m) for m, _ in bracket._rungs}
-    rows = history[history["epoch"].isin(milestones) & (history["epoch"] < max_t)]
-    rows = rows.sort_values("reported_at", kind="stable")
-    stops: dict[str, int] = {}
-    for tid, epoch, value in zip(rows["trial_id"].to_numpy(), rows["epoch"].to_numpy(), rows[metric].to_numpy()):
-        if value is not None and np.isfinite(value):
-            stop = record_rung(bracket, tid, int(epoch), sign * float(value), tid in decide and tid not in stops)
-            if stop:
-                stops[tid] = int(epoch)
-    return stops
-
-
-def record_rung(bracket, trial_id: str, epoch: int, value: float, decide: bool = False) -> bool:
-    """Record one (signed) result in the rung ray.tune's _Bracket.on_result would record it in; with decide,
-    whether the bracket would have stopped the trial there."""
-    for milestone, recorded in bracket._rungs:  # highest milestone first
-        if epoch < milestone or trial_id in recorded:
-            continue
-        stop = False
-        if decide:
-            cutoff = bracket.cutoff(recorded)
-            stop = cutoff is not None and value < cutoff
-        recorded[trial_id] = value
-        return stop
-    return False
-
-
-def fresh_bracket(grace: int, rf: int, max_t: int):
-    from ray.tune.schedulers.async_hyperband import _Bracket
-
-    return _Bracket(grace, max_t, rf, 0)
-
-
 def search_ranking(df: pd.DataFrame, metric: str, mode: str, grace: int | None, rf: int | None,
                    max_t: int) -> pd.DataFrame:
     """One row per search trial that reported and did not fail (a trial that ended in ERROR was judged at no
@@ -92,18 +50,18 @@ def search_ranking(df: pd.DataFrame, metric: str, mode: str, grace: int | None, 
     if s.empty:
         return pd.DataFrame(columns=["trial_id", "point", "grouping", "earned_epoch", "value", "reached", "final",
                                      "would_stop", "audited"])
-    audited = set(s.loc[s["audited"].astype(bool), "trial_id"])
-    stops = asha_replay(fresh_bracket(grace, rf, max_t), s, metric, mode, max_t, audited) if grace else {}
+    stops = asha.replay_frame(asha.Rungs(grace, rf, max_t), s, metric, mode) if grace else {}
     by_trial = s.sort_values("epoch").groupby("trial_id")
     last = by_trial.tail(1).set_index("trial_id")
     rows = []
     for tid, g in by_trial:
         reached = int(g["epoch"].max())
-        earned = min(reached, stops.get(tid, reached))  # ASHA stopped a non-audited trial where it ended
+        earned = min(reached, stops.get(tid, reached))  # where ASHA stopped (or would have, if audited) it
         value = g.loc[g["epoch"] == earned, metric]
         rows.append({"trial_id": tid, "point": last.at[tid, "point"], "grouping": last.at[tid, "grouping"],
                      "earned_epoch": earned, "value": float(value.iloc[0]) if len(value) else math.nan,
-                     "reached": reached, "final": float(last.at[tid, metric]), "would_stop": stops.get(tid, math.nan),
+                     "reached": reached, "final": float(last.at[tid, metric]),
+                     "would_stop": stops.get(tid, math.nan) if last.at[tid, "audited"] else math.nan,
                      "audited": bool(last.at[tid, "audited"])})
     r = pd.DataFrame(rows)
     sign = -1.0 if mode == "max" else 1.0
@@ -163,11 +121,6 @@ def verdicts(df: pd.DataFrame, metrics: tuple[str, ...], epoch: int) -> list[dic
                         "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "resolved": d["resolved"],
                         "n_seeds": d["n"]})
     return out
-
-
-def rung_epochs(grace: int | None, rf: int | None, max_t: int) -> list[int]:
-    """ASHA's rung epochs below max_t (the epochs at which it judges), as its bracket places them."""
-    return sorted(int(m) for m, _ in fresh_bracket(grace, rf, max_t)._rungs if m < max_t) if grace else []
 
 
 def rung_correlations(ranking: pd.DataFrame, df: pd.DataFrame, metric: str, rungs: list[int],

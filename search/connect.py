@@ -1,10 +1,18 @@
-"""Join a Ray cluster, and say in one line what to do when its token authentication turns the driver away.
+"""Join a Ray cluster, and check before a sweep starts that its trials can run there.
 
-Every cluster of this project runs with RAY_AUTH_MODE=token (cluster/*.yaml). Left to itself, Ray 2.60 answers
-a driver without the right token with about 20 s of retries, one C++ warning a second, and a ConnectionError
-whose cause is buried in a traceback; a RAY_AUTH_TOKEN_PATH naming a missing file is refused with a generic
-message. `connect` checks the driver's token sources first, asks the cluster's GCS once whether it accepts
-them (an immediate answer), and raises ConnectError with the fix instead.
+Connecting, bounded and interruptible in every case:
+- with an address (--address or RAY_ADDRESS): the address must answer within CONNECT_TIMEOUT_S, else one
+  line names it; a cluster with token authentication that turns the driver away is named with the fix
+  (Ray alone answers with ~20 s of retries and a traceback);
+- without one: Ray follows the record of the last cluster started on this machine (`ray_current_cluster`
+  in Ray's temporary directory). A record left by a Ray that died without `ray stop` would make Ray wait
+  on its dead address forever; here a live recorded cluster is joined (on a head node, where `ray submit`
+  runs the driver, that is the cluster) and a dead one is reported and replaced by a new local Ray.
+Ctrl-C and SIGTERM end the driver at once while it connects (Ray's wait blocks Python's signal handlers).
+
+Checking, before any trial is queued (`check_cluster`): a trial's resources must fit a node that is alive,
+or one the cluster's autoscaler can launch (GPU workers of cluster/gpu.yaml start from zero); the storage
+must be reachable from every machine the sweep may use, including machines not launched yet.
 
 Ray's token sources, first found wins: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token.
 Ray sends a token only when RAY_AUTH_MODE=token; with an explicit address it never turns that mode on by itself
@@ -13,42 +21,135 @@ Ray sends a token only when RAY_AUTH_MODE=token; with an explicit address it nev
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-# Where the cluster's token lives, and how a driver gets it: cluster/*.yaml, README "Running on a GPU cluster".
+log = logging.getLogger(__name__)
+# Where the cluster's token lives, and how a driver gets it: cluster/*.yaml, docs/cluster.md.
 FIX = ("copy the cluster's token (~/.ray/<cluster_name>/auth_token where `ray up` ran and on every node; from the "
        "head: `ray rsync-down <cluster yaml> '~/.ray/<cluster_name>/' ~/.ray/<cluster_name>/`) and export "
        "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<that file>")
-PROBE_TIMEOUT_S = 5.0  # TCP reachability of the GCS port; the authentication answer itself is immediate
+CONNECT_TIMEOUT_S = 60.0  # the longest any connection attempt may take
+PROBE_TIMEOUT_S = 5.0  # one TCP attempt at the GCS port
+NODE_WAIT_S = 170.0  # an autoscaler whose node types are unknown gets this long to start a node that fits a trial
 
 
 class ConnectError(RuntimeError):
-    """The driver cannot join the Ray cluster as configured; the message says what to change."""
+    """The driver cannot join the Ray cluster as configured, or the cluster can never run a trial."""
 
 
 def connect(address: str | None) -> None:
-    """ray.init(address) as the sweep driver needs it; ConnectError, at once, on a token the cluster rejects."""
-    import ray
-
+    """ray.init as the sweep driver needs it (see the module doc); ConnectError with the fix otherwise."""
     target = address or os.environ.get("RAY_ADDRESS") or None
-    explicit = target is not None and target not in ("auto", "local") and "://" not in target
-    if explicit:
+    if target in ("local",):
+        _init("local", "a new local Ray")
+        return
+    if target is None or target == "auto":
+        recorded = recorded_cluster()
+        if recorded and _reachable(recorded, PROBE_TIMEOUT_S):
+            _init(recorded, f"the Ray cluster at {recorded} (recorded in {ray_address_file()})")
+        elif target == "auto":
+            raise ConnectError(f"--address auto: no live Ray cluster on this machine (record: {recorded or 'none'}); "
+                               "start one with `ray start --head`, or leave --address out for a local Ray")
+        else:
+            if recorded:
+                print(f"note: the Ray cluster recorded in {ray_address_file()} ({recorded}) does not answer: a Ray "
+                      "that died without `ray stop` (run `ray stop` to clear it); starting a new local Ray",
+                      file=sys.stderr, flush=True)
+            _init("local", "a new local Ray")
+        return
+    if "://" not in target:
         mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
         source = token_source() if mode == "token" else None  # ConnectError if token mode has no usable token
-        if _gcs_accepts(target) is False:
+        if not _wait_reachable(target, CONNECT_TIMEOUT_S):
+            raise ConnectError(f"nothing answers at the Ray cluster address {target} (tried for "
+                               f"{CONNECT_TIMEOUT_S:.0f} s): is the cluster up (`ray status` on its head), and the "
+                               "address host:port of its GCS?")
+        from search import compat
+
+        if compat.gcs_accepts(target) is False:
             raise ConnectError(rejection(target, mode, source))
+    _init(target, f"the Ray cluster at {target}")
+
+
+def _init(address: str, what: str) -> None:
+    """ray.init, given at most CONNECT_TIMEOUT_S, with Ctrl-C/SIGTERM ending the process while it waits."""
+    import ray
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    done = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+
+    def watchdog() -> None:
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print(f"error: no answer from {what} within {CONNECT_TIMEOUT_S:.0f} s", file=sys.stderr, flush=True)
+                os._exit(2)
+            got = signal.sigtimedwait(watched, min(left, 0.5)) if main else done.wait(min(left, 0.5))
+            if got and main and not done.is_set():
+                print(f"\ninterrupted while connecting to {what}", file=sys.stderr, flush=True)
+                os._exit(130)
+
+    if main:  # the signals go to the watchdog while Ray's wait holds the main thread (and to no thread Ray starts)
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    guard = threading.Thread(target=watchdog, daemon=True, name="connect-watchdog")
+    guard.start()
     try:
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
-    except Exception as e:  # the probe was skipped or inconclusive, or the cluster changed its token since
-        if not _is_auth_failure(e):
-            if isinstance(e, ConnectionError):  # nothing (of Ray's) answers at the address
-                raise ConnectError(f"cannot join the Ray cluster at {target}: {e}") from None
-            raise
-        mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
-        raise ConnectError(rejection(target or "the local cluster", mode, _quiet_source() if mode == "token"
-                                     else None)) from None
+        ray.init(address=None if address == "local" else address, include_dashboard=False, configure_logging=False,
+                 log_to_driver=True)
+    except Exception as e:
+        if _is_auth_failure(e):
+            mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+            raise ConnectError(rejection(address, mode, _quiet_source() if mode == "token" else None)) from None
+        if isinstance(e, ConnectionError):
+            raise ConnectError(f"cannot join {what}: {e}") from None
+        raise
+    finally:
+        done.set()
+        guard.join(timeout=2)
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+
+
+def ray_address_file() -> Path:
+    """Ray's record of the last cluster started on this machine (RAY_TMPDIR moves it)."""
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    return Path(base) / "ray" / "ray_current_cluster"
+
+
+def recorded_cluster() -> str | None:
+    try:
+        return ray_address_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _reachable(address: str, timeout: float) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_reachable(address: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if _reachable(address, min(PROBE_TIMEOUT_S, max(0.1, deadline - time.monotonic()))):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def token_source() -> str:
@@ -92,29 +193,6 @@ def _quiet_source() -> str | None:
         return None
 
 
-def _gcs_accepts(address: str) -> bool | None:
-    """Whether the GCS at `address` accepts this process's credentials: True, False (an authentication
-    failure), or None when it cannot tell (nothing listens yet, not a GCS, Ray internals changed), in which
-    case ray.init decides as it always did. A Ray GcsClient answers an unauthenticated call at once."""
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
-    except (OSError, ValueError):
-        return None
-    try:
-        from ray._raylet import GcsClient  # internal, pinned with ray==2.60.0; the fallback is ray.init's own error
-        from ray.exceptions import AuthenticationError
-    except ImportError:
-        return None
-    try:
-        GcsClient(address=address)
-    except AuthenticationError:
-        return False
-    except Exception:
-        return None
-    return True
-
-
 def _is_auth_failure(error: BaseException) -> bool:
     """ray.init's ConnectionError wraps the GCS's authentication error in its cause's text."""
     from ray.exceptions import AuthenticationError
@@ -127,3 +205,150 @@ def _is_auth_failure(error: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+# ------------------------------------------------------------------------------------ can trials run here?
+def check_cluster(cpus: float, gpus: float, storage: str, node_wait_s: float = NODE_WAIT_S) -> str:
+    """Refuse, before any trial is queued, what would otherwise fail on workers or pend forever; returns a line
+    for the console when the sweep will wait for an autoscaler to start its nodes (else "")."""
+    import ray
+
+    ask = {"CPU": cpus, "GPU": gpus}
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    types = autoscaler_node_types(alive)
+    problem = storage_problem({n["NodeManagerAddress"] for n in alive}, storage, types)
+    if problem:
+        raise ConnectError(problem)
+    if any(fits(n["Resources"], ask) for n in alive):
+        return ""
+    offered = ", ".join(f"{n['NodeManagerAddress']} {_fmt(n['Resources'])}" for n in alive)
+    if types is None:  # no autoscaler: what is alive is all there will be
+        raise ConnectError(f"no node can ever run a trial with {_fmt(ask)}; nodes alive: {offered}; and no autoscaler "
+                           "can add one (lower --cpus-per-trial / --gpus-per-trial, or add nodes)")
+    if types:
+        launchable = {name: t for name, t in types["node_types"].items() if t["max_workers"] > 0}
+        fitting = [name for name, t in launchable.items() if t["resources"] is None or fits(t["resources"], ask)]
+        if fitting:
+            return (f"no node alive can run a trial ({_fmt(ask)}): waiting for the autoscaler to start "
+                    f"{' or '.join(fitting)} nodes")
+        kinds = "; ".join(f"{name} {_fmt(t['resources'])} (up to {t['max_workers']})" for name, t in launchable.items())
+        raise ConnectError(f"no node can ever run a trial with {_fmt(ask)}: nodes alive: {offered}; node types the "
+                           f"autoscaler can launch: {kinds or 'none'} (lower --cpus-per-trial / --gpus-per-trial, or "
+                           "add a node type that fits)")
+    return _wait_for_a_fitting_node(ask, node_wait_s, offered)
+
+
+def _wait_for_a_fitting_node(ask: dict, seconds: float, offered: str) -> str:
+    """An autoscaler whose node types are unknown (e.g. KubeRay's, outside the head): ask it for one trial's
+    resources and give it `seconds` to start a node that fits."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{k: v for k, v in ask.items() if v}])
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(fits(n["Resources"], ask) for n in ray.nodes() if n.get("Alive")):
+                return ""
+            time.sleep(2.0)
+    finally:
+        request_resources(bundles=[])
+    raise ConnectError(f"no node can run a trial with {_fmt(ask)}: the autoscaler started none within {seconds:.0f} "
+                       f"s; nodes alive: {offered} (lower --cpus-per-trial / --gpus-per-trial, or check `ray status`)")
+
+
+def fits(resources: dict, ask: dict) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in ask.items() if v)
+
+
+def _fmt(resources: dict | None) -> str:
+    if resources is None:
+        return "(resources unknown)"
+    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or (v and not k.startswith(("node:", "memory",
+             "object_store_memory", "accelerator_type")))}
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(shown.items())) or "nothing"
+
+
+def autoscaler_node_types(alive: list[dict]) -> dict | None:
+    """The node types this cluster's autoscaler can launch: {"provider": type, "node_types": {name: {"resources":
+    dict or None, "max_workers": n}}}; {} if an autoscaler runs but its config cannot be read; None if there is no
+    autoscaler. Read on the head node (a 0-CPU task placed there), from the config file its autoscaler was started
+    with (`ray up` and `ray start --autoscaling-config` both pass one)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = next((n for n in alive if "node:__internal_head__" in n["Resources"]), None)
+    if head is None:
+        return None
+    task = ray.remote(num_cpus=0)(_autoscaling_config).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head["NodeID"], soft=False))
+    try:
+        config = ray.get(task.remote(), timeout=60)
+    except Exception as e:  # the head cannot run the probe: decide by the published autoscaler status
+        log.warning("could not read the autoscaler's config on the head node: %s", e)
+        config = False
+    if config is None:
+        return None
+    if config is False:  # an autoscaler runs if it publishes a report of its own
+        from search import compat
+
+        return {} if "autoscaler_report" in (compat.autoscaler_status() or {}) else None
+    limit = config.get("max_workers", 0)
+    head_type = config.get("head_node_type")
+    types = {name: {"resources": t.get("resources"), "max_workers": min(t.get("max_workers", limit), limit)}
+             for name, t in (config.get("available_node_types") or {}).items() if name != head_type}
+    return {"provider": (config.get("provider") or {}).get("type"), "node_types": types}
+
+
+def _autoscaling_config():
+    """(Runs on the head node.) The YAML config of the autoscaler process running there; None if none runs (or
+    runs without a config), False if its config cannot be read."""
+    import yaml  # the cluster image has it (Ray's autoscaler needs it)
+
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not any(a.endswith(("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py")) for a in args):
+            continue
+        path = next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), None)
+        if path is None and "--autoscaling-config" in args[:-1]:
+            path = args[args.index("--autoscaling-config") + 1]
+        if not path:  # a monitor without a config (a plain `ray start --head` or ray.init): nothing to launch
+            return None
+        try:
+            return yaml.safe_load(Path(os.path.expanduser(path)).read_text())
+        except (OSError, yaml.YAMLError):
+            return False
+    return None
+
+
+def storage_problem(hosts: set[str], storage: str, types: dict | None = None) -> str | None:
+    """Why workers could not reach `storage`, or None. A URI or a network file system is shared; a local path
+    only when every node is on one machine: the nodes alive now, and any the autoscaler can launch (a provider
+    other than the one-machine `local`/`fake_multinode` ones launches other machines)."""
+    if "://" in storage or _is_network_fs(storage):
+        return None
+    node_types = (types or {}).get("node_types") or {}
+    launches = (any(t["max_workers"] > 0 for t in node_types.values())
+                and types.get("provider") not in ("fake_multinode", "local"))
+    if len(hosts) <= 1 and not launches:
+        return None
+    where = (f"the cluster spans {len(hosts)} machines" if len(hosts) > 1 else
+             "the cluster's autoscaler launches workers on other machines")
+    return (f"storage {storage!r} is a local path but {where}: workers cannot reach it. Use --storage s3://... (or "
+            "set PBN_STORAGE), or a shared NFS path")
+
+
+def _is_network_fs(path: str) -> bool:
+    """Whether `path` lies on a network file system (per /proc/mounts), which other machines can share."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    target = os.path.realpath(path)
+    best = max((m for m in mounts if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return best is not None and best[1].split(".")[0] in ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs",
+                                                           "beegfs", "ceph", "fuse", "glusterfs")

@@ -21,8 +21,9 @@ import pandas as pd
 
 from pbn.atomic import atomic_write_text
 from pbn.stats import mean_interval
-from search import analysis
+from search import analysis, asha
 from search.results import read_results
+from search.sweep import Plan
 
 COLORS = {"shared": "tab:gray", "per-part": "tab:orange", "human": "tab:blue", "mi": "tab:green"}
 VERDICT_METRICS = ("pckh", "pckh_occluded")  # the paper's claim is about occluded joints
@@ -30,18 +31,20 @@ WEAK_RHO = 0.5  # a first rung whose rank correlation with the last epoch may be
 MIN_AUDIT_TRIALS = 8  # below this many trials the rank correlation's bootstrap interval spans nearly [-1, 1]
 
 
-def sweep_info(parquet: Path, df: pd.DataFrame) -> dict:
-    """The sweep's settings from results/<name>.sweep.json beside the Parquet path (else inferred)."""
-    state = parquet.with_name(parquet.name.replace(".parquet", ".sweep.json"))
-    if state.is_file():
-        return json.loads(state.read_text())
-    return {"name": df["sweep"].iloc[0] if len(df) else parquet.stem, "metric": "pckh", "mode": "max",
-            "max_epochs": int(df["epoch"].max()) if len(df) else 0, "grace_period": None, "reduction_factor": None,
-            "optuna_storage": None}
+def sweep_plan(parquet: Path, df: pd.DataFrame) -> Plan:
+    """The sweep's plan from results/<name>.sweep.json beside the Parquet path (else what the rows imply)."""
+    path = parquet.with_name(parquet.name.replace(".parquet", ".sweep.json"))
+    if path.is_file():
+        return Plan.from_json(path.read_text(), str(path))
+    name = str(df["sweep"].iloc[0]) if len(df) else parquet.stem
+    return Plan(name=name, space="", space_digest="", metric="pckh", mode="max", num_samples=0,
+                max_epochs=int(df["epoch"].max()) if len(df) else 0, grace_period=None, reduction_factor=None,
+                fixed={}, seed=0, audit_fraction=0.0, confirm_top=0, confirm_seeds=0, storage="", optuna_storage="",
+                created=0.0)
 
 
-def rung_epochs(info: dict) -> list[int]:
-    return analysis.rung_epochs(info.get("grace_period"), info.get("reduction_factor"), info["max_epochs"])
+def rung_epochs(plan: Plan) -> list[int]:
+    return asha.rung_epochs(plan.grace_period, plan.reduction_factor, plan.max_epochs)
 
 
 def _fmt(v: float, signed: bool = False) -> str:
@@ -53,9 +56,9 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
 
 
 # ------------------------------------------------------------------------------------------ text
-def verdict_section(df: pd.DataFrame, info: dict) -> tuple[list[str], list[dict]]:
+def verdict_section(df: pd.DataFrame, info: Plan) -> tuple[list[str], list[dict]]:
     """Plain-words lines and the verdict.json objects of one sweep."""
-    epoch = info["max_epochs"]
+    epoch = info.max_epochs
     found = analysis.verdicts(df, VERDICT_METRICS, epoch)
     lines = []
     table = analysis.point_intervals(df, "pckh", epoch)
@@ -81,7 +84,7 @@ def verdict_section(df: pd.DataFrame, info: dict) -> tuple[list[str], list[dict]
     return lines, found
 
 
-def search_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[str]:
+def search_section(df: pd.DataFrame, info: Plan, ranking: pd.DataFrame) -> list[str]:
     lines = ["| rank | configuration | seed | compared at epoch | PCKh [val 95% CI] | occluded [val 95% CI] | "
              "reached | early stop |", "|---|---|---|---|---|---|---|---|"]
     rows = df[df["stage"] == analysis.SEARCH].set_index(["trial_id", "epoch"])
@@ -89,21 +92,21 @@ def search_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[
         at = rows.loc[(r["trial_id"], r["earned_epoch"])]
         stop = ("audited (ASHA: epoch " + str(int(r["would_stop"])) + ")" if r["audited"] and np.isfinite(
             r["would_stop"]) else "audited" if r["audited"] else
-            f"stopped at {r['reached']}" if r["reached"] < info["max_epochs"] else "")
+            f"stopped at {r['reached']}" if r["reached"] < info.max_epochs else "")
         lines.append(f"| {i + 1} | {analysis.point_label(r['point'])} | {int(at['seed'])} | {r['earned_epoch']} | "
                      f"{_fmt(at['pckh'])} {_ci(at['pckh_lo'], at['pckh_hi'])} | {_fmt(at['pckh_occluded'])} "
                      f"{_ci(at['pckh_occluded_lo'], at['pckh_occluded_hi'])} | {r['reached']} | {stop} |")
     return lines
 
 
-def audit_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[str]:
+def audit_section(df: pd.DataFrame, info: Plan, ranking: pd.DataFrame) -> list[str]:
     rungs = rung_epochs(info)
     if not rungs:
-        return [f"No early-stopping rung below epoch {info['max_epochs']} in this sweep."]
-    corr = analysis.rung_correlations(ranking, df, info["metric"], rungs, info["max_epochs"])
-    miss = analysis.audit_misses(ranking, info["max_epochs"], info["mode"])
-    lines = [f"Rank correlation (Spearman) between {info['metric']} at each rung epoch and at epoch "
-             f"{info['max_epochs']}, over the {miss['finished']} search trials that reached it (audited and promoted):",
+        return [f"No early-stopping rung below epoch {info.max_epochs} in this sweep."]
+    corr = analysis.rung_correlations(ranking, df, info.metric, rungs, info.max_epochs)
+    miss = analysis.audit_misses(ranking, info.max_epochs, info.mode)
+    lines = [f"Rank correlation (Spearman) between {info.metric} at each rung epoch and at epoch "
+             f"{info.max_epochs}, over the {miss['finished']} search trials that reached it (audited and promoted):",
              "", "| rung epoch | rho [95% bootstrap CI] | trials |", "|---|---|---|"]
     lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.lo:.2f}, {r.hi:.2f}] | {int(r.n)} |" for r in corr.itertuples()]
     lines.append(f"\nAudited trials (exempt from early stopping): {miss['audited']}; ASHA would have stopped "
@@ -111,7 +114,7 @@ def audit_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[s
     first = corr[corr["epoch"] == rungs[0]]
     if first.empty or not np.isfinite(first["rho"].iloc[0]) or first["n"].iloc[0] < MIN_AUDIT_TRIALS:
         n = 0 if first.empty else int(first["n"].iloc[0])
-        lines.append(f"\nToo few trials reached epoch {info['max_epochs']} ({n}; at least {MIN_AUDIT_TRIALS} are "
+        lines.append(f"\nToo few trials reached epoch {info.max_epochs} ({n}; at least {MIN_AUDIT_TRIALS} are "
                      f"needed before the interval excludes much) to tell how well the first rung (epoch {rungs[0]}) "
                      "judges: raise AUDIT_FRACTION or NUM_SAMPLES for this check.")
     elif first["lo"].iloc[0] < WEAK_RHO:
@@ -119,16 +122,16 @@ def audit_section(df: pd.DataFrame, info: dict, ranking: pd.DataFrame) -> list[s
                      f"final one by as little as rho = {first['lo'].iloc[0]:.2f}. Trials it stops could finish well: "
                      "raise GRACE_PERIOD (or train more images per epoch) so the first judgement comes later.")
     else:
-        lines.append(f"\nThe first rung (epoch {rungs[0]}) ranks trials much as epoch {info['max_epochs']} does "
+        lines.append(f"\nThe first rung (epoch {rungs[0]}) ranks trials much as epoch {info.max_epochs} does "
                      f"(rho >= {first['lo'].iloc[0]:.2f} at 95%).")
     return lines
 
 
-def summary_lines(df: pd.DataFrame, info: dict) -> list[str]:
+def summary_lines(df: pd.DataFrame, info: Plan) -> list[str]:
     """The driver's closing summary: the verdict, then the search stage at equal epochs."""
     verdict, _ = verdict_section(df, info)
-    ranking = analysis.search_ranking(df, info["metric"], info["mode"], info.get("grace_period"),
-                                      info.get("reduction_factor"), info["max_epochs"])
+    ranking = analysis.search_ranking(df, info.metric, info.mode, info.grace_period,
+                                      info.reduction_factor, info.max_epochs)
     return ["", "Verdict:", *verdict, "", "Search stage (each trial at the epoch it earned):",
             *search_section(df, info, ranking.head(20))]
 
@@ -143,11 +146,11 @@ def _plt():
     return plt
 
 
-def equal_fidelity_points(df: pd.DataFrame, info: dict) -> pd.DataFrame:
+def equal_fidelity_points(df: pd.DataFrame, info: Plan) -> pd.DataFrame:
     """One row per configuration, all at MAX_EPOCHS: the confirmation stage's runs if it has any, else the
     search trials that got there. A point with several runs: the mean and its t interval over them; with
     one: that run's values and its validation-set interval, every metric from that same run."""
-    e = info["max_epochs"]
+    e = info.max_epochs
     at = df[df["epoch"] == e]
     conf = at[at["stage"] == analysis.CONFIRM]
     src = conf if len(conf) else at[at["stage"] == analysis.SEARCH]
@@ -256,7 +259,7 @@ def fig_cost_curve(plt, df: pd.DataFrame, infos: dict, out: Path) -> None:
     best run's validation-set interval as a band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for sweep, g in df.groupby("sweep"):
-        e = infos[sweep]["max_epochs"]
+        e = infos[sweep].max_epochs
         g = g[g["epoch"] > 0].sort_values("reported_at")
         hours = (g["device_seconds"].fillna(0).cumsum() / 3600).to_numpy()
         full, value = (g["epoch"] == e).to_numpy(), g["pckh"].to_numpy(float)
@@ -277,7 +280,7 @@ def fig_cost_curve(plt, df: pd.DataFrame, infos: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def importance(df: pd.DataFrame, info: dict) -> tuple[dict[str, float], int, int]:
+def importance(df: pd.DataFrame, info: Plan) -> tuple[dict[str, float], int, int]:
     """(PED-ANOVA importance of each searched name, epoch, trials) over the search trials at one epoch: the
     highest rung that at least half of them (and >= 4) reached, so every trial is judged at equal fidelity."""
     import optuna
@@ -285,20 +288,20 @@ def importance(df: pd.DataFrame, info: dict) -> tuple[dict[str, float], int, int
 
     s = df[(df["stage"] == analysis.SEARCH) & (df["epoch"] > 0)]
     reached = s.groupby("trial_id")["epoch"].max()
-    epochs = sorted({*rung_epochs(info), info["max_epochs"]}, reverse=True)
+    epochs = sorted({*rung_epochs(info), info.max_epochs}, reverse=True)
     epoch = next((e for e in epochs if (reached >= e).sum() >= max(4, len(reached) / 2)), None)
     if epoch is None:
         return {}, 0, 0
     at = s[s["epoch"] == epoch].drop_duplicates("trial_id")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(direction="maximize" if info["mode"] == "max" else "minimize")
+    study = optuna.create_study(direction="maximize" if info.mode == "max" else "minimize")
     values: dict[str, set] = {}
     points = [json.loads(p) for p in at["point"]]
     for p in points:
         for k, v in p.items():
             values.setdefault(k, set()).add(v)
     dists = {k: CategoricalDistribution(sorted(v, key=str)) for k, v in values.items()}
-    for p, value in zip(points, at[info["metric"]]):
+    for p, value in zip(points, at[info.metric]):
         if np.isfinite(value):
             study.add_trial(optuna.trial.create_trial(params=p, distributions={k: dists[k] for k in p}, value=value))
     with warnings.catch_warnings():
@@ -334,7 +337,7 @@ def write_report(parquets, out: str | Path | None = None) -> Path:
         df = read_results(p)  # may run while the sweep is still writing
         if df.empty:
             raise FileNotFoundError(f"{p}: no results yet")
-        info = sweep_info(p, df)
+        info = sweep_plan(p, df)
         for sweep in df["sweep"].unique():
             if sweep in infos:  # two runs of one study under the same name: keep them apart by file
                 df.loc[df["sweep"] == sweep, "sweep"] = label = f"{sweep} ({p})"
@@ -357,14 +360,14 @@ def write_report(parquets, out: str | Path | None = None) -> Path:
             found = [{**v, "a": f"{sweep}: {v['a']}", "b": f"{sweep}: {v['b']}"} for v in found]
         lines += [*text, ""]
         verdict_json += found
-        ranking = analysis.search_ranking(d, info["metric"], info["mode"], info.get("grace_period"),
-                                          info.get("reduction_factor"), info["max_epochs"])
-        pts_by[sweep], epoch_by[sweep] = equal_fidelity_points(d, info), info["max_epochs"]
+        ranking = analysis.search_ranking(d, info.metric, info.mode, info.grace_period,
+                                          info.reduction_factor, info.max_epochs)
+        pts_by[sweep], epoch_by[sweep] = equal_fidelity_points(d, info), info.max_epochs
         imps[sweep] = importance(d, info)
         prefix = f"{sweep}: " if len(sweeps) > 1 else ""
-        conf = analysis.point_intervals(d, "pckh", info["max_epochs"])
-        occ = analysis.point_intervals(d, "pckh_occluded", info["max_epochs"]).set_index("point")
-        body += [f"## {prefix}Confirmation stage (epoch {info['max_epochs']})", ""]
+        conf = analysis.point_intervals(d, "pckh", info.max_epochs)
+        occ = analysis.point_intervals(d, "pckh_occluded", info.max_epochs).set_index("point")
+        body += [f"## {prefix}Confirmation stage (epoch {info.max_epochs})", ""]
         if conf.empty:
             body.append("None ran.")
         else:

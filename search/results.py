@@ -41,7 +41,8 @@ class Column:
 
 IDENTITY = (
     Column("sweep", "string", "sweep name"),
-    Column("trial_id", "string", "the trial's id (Tune's id of its first attempt; kept across resumes)"),
+    Column("trial_id", "string", "the trial's id: `t` + its Optuna study trial number (t0007), the same in the "
+           "study, the checkpoints and TensorBoard"),
     Column("stage", "string", "`search` (proposed by the sampler) or `confirm` (a top configuration retrained "
            "with one of the paired seeds)"),
     Column("seed", "int64", "the trial's training seed (initialisation, shuffling, augmentation)"),
@@ -255,13 +256,14 @@ class ResultsTable:
                 self.rows.pop(tid, None)
                 self.trials[tid].table = None
 
-    def flush(self, force: bool = True) -> None:
-        """Write the parts that changed. force=False (on every result and every controller step): only parts
-        that changed at least FLUSH_SECONDS / 2 ago, oldest first, for at most STEP_BUDGET seconds (and at
-        least one part), so no single result waits on a burst of writes and no change waits more than about
-        FLUSH_SECONDS."""
-        if not self.dirty:
-            return
+    def flush_trial(self, trial_id: str) -> None:
+        """Write the part holding this trial now (its end must be on disk before the study is told)."""
+        part = self.trials[trial_id].part
+        if part in self.dirty:
+            self._ensure_directory()
+            self._write_part(part)
+
+    def _ensure_directory(self) -> None:
         if not self._schema_written:
             if not self.path.exists():  # born with its schema part: a reader never finds an empty directory
                 tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -270,6 +272,15 @@ class ResultsTable:
                 pq.write_table(ARROW_SCHEMA.empty_table(), tmp / self._part_path(0).name)
                 os.rename(tmp, self.path)
             self._schema_written = True
+
+    def flush(self, force: bool = True) -> None:
+        """Write the parts that changed. force=False (on every result and every controller step): only parts
+        that changed at least FLUSH_SECONDS / 2 ago, oldest first, for at most STEP_BUDGET seconds (and at
+        least one part), so no single result waits on a burst of writes and no change waits more than about
+        FLUSH_SECONDS."""
+        if not self.dirty:
+            return
+        self._ensure_directory()
         start = time.monotonic()
         for part, since in sorted(self.dirty.items(), key=lambda kv: kv[1]):
             if not force and (start - since < self.flush_seconds / 2 or time.monotonic() - start > STEP_BUDGET):

@@ -18,7 +18,7 @@ from pathlib import Path
 from pbn.config import Config, ConfigError, resolve
 from pbn.metrics import OBJECTIVES
 
-# The space function is pickled by reference with the searcher: it must live under a stable name.
+# The study file is imported under one stable module name (the driver calls its space function).
 MODULE_NAME = "pbn_search_space"
 REQUIRED = {"METRIC": str, "MAX_EPOCHS": int, "FIXED": dict}
 OPTIONAL = {"MODE": str, "NUM_SAMPLES": int, "GRACE_PERIOD": int, "REDUCTION_FACTOR": int, "INITIAL": list,
@@ -95,15 +95,15 @@ def probe_names(space_fn, n: int = PROBES, seed: int = 0) -> tuple[set[str], lis
 
 
 def check_points(space_fn, points: list[dict], where: str) -> None:
-    """Each point must be exactly what the space suggests when pinned to it (as the searcher pins INITIAL
-    points): no missing name, no name the space would not suggest there, every value in its range."""
+    """Each point must be exactly what the space suggests when pinned to it (as the driver pins INITIAL points,
+    by enqueueing them): no missing name, no name the space would not suggest there, every value in range."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study()
     for point in points:
+        study.enqueue_trial(point)
         trial = study.ask()
-        trial._fixed_params = dict(point)  # what StudySearcher._ask does (optuna 5.0)
         try:
             constants = space_fn(trial) or {}
             params = {**trial.params, **constants}

@@ -1,152 +1,157 @@
 """The only code that runs inside a Ray trial: a flat config -> pbn.train.fit, one report per epoch.
 
-Checkpoints go through Tune (one per epoch, the last two kept on the sweep's storage). Tune deletes an
-old checkpoint as soon as a newer one arrives, but records which checkpoint is current only in its
-experiment snapshot, taken a moment later. A driver killed in between leaves a snapshot that names a
-deleted checkpoint, and Tune's own restore then fails the trial on every retry. So a trial always
-resumes from the newest intact checkpoint in its storage directory, whichever one the snapshot names
-(if any), and restore is told to skip a named checkpoint that is gone.
+A trial keeps its own checkpoints on the sweep's storage (a path every node reaches, or an S3/GCS URI):
+`<storage>/<sweep>/checkpoints/<trial_id>/epoch-0003.pt`, each written whole before the epoch is reported,
+the last two kept. Tune reports metrics only; it holds no checkpoint, so nothing Tune records (or loses)
+decides where a trial resumes: a trial restarted on another node after a node loss, or continued by a new
+driver after an interruption, loads the newest readable checkpoint under its own name.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import posixpath
 import re
-import shutil
 import socket
-import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import ray
 from ray import tune
-from ray.tune.trainable.function_trainable import wrap_function
 
+from pbn.config import resolve
 from pbn.data.records import DataError
 from pbn.train import CHECKPOINT, NonFiniteLossError, code_version, fit, load_checkpoint
-from search.tune_ext import ADOPT, trial_config
 
-NONFINITE = "nonfinite_loss.txt"  # in the trial's storage directory once its loss became NaN/inf
-_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
-
-
-def stored_checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[tuple[int, str]]:
-    """(index, path) of every checkpoint directory under trial_path that holds a checkpoint file,
-    newest first."""
-    found = []
-    for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
-        m = _CHECKPOINT_DIR.fullmatch(info.base_name)
-        if m and info.type == pafs.FileType.Directory:
-            if fs.get_file_info(posixpath.join(info.path, CHECKPOINT)).type == pafs.FileType.File:
-                found.append((int(m.group(1)), info.path))
-    return sorted(found, reverse=True)
+log = logging.getLogger(__name__)
+TRIAL, AUDIT = "_trial", "_audit"  # trial config keys of the driver: the sweep's trial id; exempt from ASHA
+META = (TRIAL, AUDIT, "seed")
+KEEP = 2  # checkpoints kept per trial
+NONFINITE = "nonfinite_loss.txt"  # beside a trial's checkpoints once its loss became NaN/inf
+_EPOCH = re.compile(r"epoch-(\d+)\.pt")
 
 
-def _fetch_newest(storage, adopt_from: str | None = None) -> dict | None:
-    """The contents of this trial's newest readable checkpoint on storage; None if there is none (a new
-    trial). Later checkpoints are numbered past every directory already there, so a resumed trial never
-    overwrites one it could need after another interruption. A trial adopting an orphan (search/tune_ext.py)
-    with no checkpoint of its own starts from the orphan's."""
-    fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
-    candidates = stored_checkpoints(fs, trial_path)
-    if candidates:
-        storage.current_checkpoint_index = max(storage.current_checkpoint_index, candidates[0][0] + 1)
-    elif adopt_from is not None:
-        candidates = stored_checkpoints(fs, posixpath.join(posixpath.dirname(trial_path), trial_dirname(adopt_from)))
-    for _, path in candidates:
-        with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
-            try:
-                return load_checkpoint(Path(d) / CHECKPOINT)
-            except DataError as e:  # cut short by the interruption; the one before it is whole
-                print(f"skipping {path}: {e}", file=sys.stderr)
-    return None
+def point_of(config: dict) -> dict:
+    """The searched values of a trial config (without the seed and the driver's keys)."""
+    return {k: v for k, v in config.items() if k not in META}
 
 
-def trial_dirname(trial_id: str) -> str:
-    """A trial's directory under the experiment: named by its id alone, so an adopter can find it."""
-    return f"trial_{trial_id}"
+def trial_config(fixed: dict, config: dict):
+    """A trial's resolved pbn Config: the sweep's fixed values overlaid by the trial's point and seed."""
+    return resolve({**fixed, **point_of(config), "seed": config.get("seed", fixed.get("seed", 0))})
 
 
-def trial_dirname_of(trial) -> str:
-    """TuneConfig.trial_dirname_creator (a module-level function: Tune pickles it into tuner.pkl)."""
-    return trial_dirname(trial.trial_id)
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path in it) for a local path or a URI (s3://, gs://, ...)."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
-def train_trial(config: dict, fixed: dict, ended: frozenset = frozenset(), reported: dict | None = None,
-                device_count: float = 1.0) -> None:
-    """One trial: `config` = the searched values + seed (+ the driver's bookkeeping keys, tune_ext.META).
-    `ended`: sweep trials the Parquet file records as finished. Tune's experiment snapshot can lag behind a
-    trial's end; after a driver crash in that window, restore would resume the trial and train past the
-    epoch where ASHA stopped it. Such a trial returns at once. `reported`: the last epoch the Parquet file
-    holds of each other trial. device_count: GPUs the trial holds (its CPUs on a CPU-only trial), for
-    device_seconds."""
-    adopt = config.get(ADOPT)
-    key = adopt or tune.get_context().get_trial_id()
-    if key in ended:
-        return
+def put_file(fs: pafs.FileSystem, local: Path, path: str) -> None:
+    """Copy a local file to `path`, whole or not at all: a rename on a local filesystem, a single PUT (which
+    an object store makes visible only once complete) on a URI."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.tmp"
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        pafs.copy_files(str(local), tmp, destination_filesystem=fs)
+        fs.move(tmp, path)
+    else:
+        pafs.copy_files(str(local), path, destination_filesystem=fs)
+
+
+class CheckpointStore:
+    """One trial's checkpoints on the sweep's storage."""
+
+    def __init__(self, root: str, trial_id: str):
+        self.fs, base = filesystem(root)
+        self.dir = posixpath.join(base, trial_id)
+
+    def epochs(self) -> list[int]:
+        found = []
+        for info in self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True)):
+            m = _EPOCH.fullmatch(info.base_name)
+            if m and info.type == pafs.FileType.File:
+                found.append(int(m.group(1)))
+        return sorted(found, reverse=True)
+
+    def path(self, epoch: int) -> str:
+        return posixpath.join(self.dir, f"epoch-{epoch:04d}.pt")
+
+    def save(self, local: Path, epoch: int) -> None:
+        put_file(self.fs, local, self.path(epoch))
+        for old in self.epochs()[KEEP:]:
+            self.fs.delete_file(self.path(old))
+
+    def newest(self) -> dict | None:
+        """The newest readable checkpoint's contents (one cut short by a kill is skipped), or None."""
+        for epoch in self.epochs():
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / CHECKPOINT
+                pafs.copy_files(self.path(epoch), str(local), source_filesystem=self.fs)
+                try:
+                    return load_checkpoint(local)
+                except DataError as e:
+                    log.warning("skipping %s: %s", self.path(epoch), e)
+        return None
+
+    def mark_nonfinite(self, message: str) -> None:
+        self.fs.create_dir(self.dir, recursive=True)
+        with self.fs.open_output_stream(posixpath.join(self.dir, NONFINITE)) as f:
+            f.write(message.encode())
+
+    def nonfinite(self) -> str | None:
+        path = posixpath.join(self.dir, NONFINITE)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return f.read().decode()
+
+
+def train_trial(config: dict, fixed: dict, checkpoints: str, reported: dict, device_count: float) -> None:
+    """One trial. `config`: the searched values, the seed and the driver's keys (META). `reported`: the last
+    epoch the Parquet file holds of each trial this batch continues; epochs of the checkpoint beyond it (the
+    driver was killed before it recorded them) are reported again, marked `replayed`. device_count: GPUs the
+    trial holds (its CPUs on a CPU-only trial), for device_seconds."""
+    trial_id = config[TRIAL]
     cfg = trial_config(fixed, config)
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    run_dir = trial_dir / "run"
+    store = CheckpointStore(checkpoints, trial_id)
+    earlier = store.nonfinite()
+    if earlier is not None:
+        # Tune retries a failed trial with the same seed: a non-finite loss would come back after the same
+        # epochs. Fail at once instead.
+        raise NonFiniteLossError(f"{earlier} (in an earlier attempt of this trial: not retrained)")
     extra = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "git_commit": code_version(), "resolved_config": json.dumps(cfg.to_dict())}
-    storage = tune.get_context().get_storage()
-    fs, nonfinite = storage.storage_filesystem, posixpath.join(storage.trial_fs_path, NONFINITE)
-    if fs.get_file_info(nonfinite).type == pafs.FileType.File:
-        # Tune retries a failed trial from its last checkpoint, with the same seed: a non-finite loss
-        # would come back after the same epochs of training. Fail at once instead.
-        with fs.open_input_stream(nonfinite) as f:
-            raise NonFiniteLossError(f"{f.read().decode()} (in an earlier attempt of this trial: not retrained)")
-    # Not tune.get_checkpoint(): the snapshot may name an older checkpoint, or none (module doc).
-    state = _fetch_newest(storage, adopt)
-    # device_seconds: this epoch's cost; device_seconds_total: the trial's so far (for the study's user attr)
-    total = [0.0]
+    state = store.newest()
+    total = 0.0  # device seconds so far, for the study's user attr
     for past in state["history"] if state is not None else []:
-        # The driver may have lost its last second of results (killed before it wrote them), or never got
-        # the checkpoint's epoch: report the checkpoint's epochs the Parquet file lacks again, marked.
-        total[0] += past["epoch_seconds"] * device_count
-        if past["epoch"] > (reported or {}).get(key, 0):
+        total += past["epoch_seconds"] * device_count
+        if past["epoch"] > reported.get(trial_id, 0):
             tune.report({**past, **extra, "device_seconds": past["epoch_seconds"] * device_count,
-                         "device_seconds_total": total[0], "replayed": True})
+                         "device_seconds_total": total, "replayed": True})
 
     def report(metrics: dict, out: Path) -> None:
-        ckpt_dir = trial_dir / "to_report"  # only the checkpoint travels to storage, not logs
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        ckpt_dir.mkdir()
-        try:
-            os.link(out / CHECKPOINT, ckpt_dir / CHECKPOINT)
-        except OSError:
-            shutil.copy2(out / CHECKPOINT, ckpt_dir / CHECKPOINT)
+        nonlocal total
+        store.save(out / CHECKPOINT, metrics["epoch"])  # on storage before the epoch is reported
         seconds = metrics["epoch_seconds"] * device_count
-        total[0] += seconds
-        tune.report({**metrics, **extra, "device_seconds": seconds, "device_seconds_total": total[0]},
-                    checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        total += seconds
+        tune.report({**metrics, **extra, "device_seconds": seconds, "device_seconds_total": total})
 
-    # Tune's own TensorBoard logger records every reported scalar; no second writer here. The driver
-    # checked the data once for every trial.
-    try:
-        fit(cfg, run_dir, resume_from=state, on_epoch=report, tensorboard=False, progress=False, check_data=False)
-    except NonFiniteLossError as e:
-        fs.create_dir(storage.trial_fs_path, recursive=True)
-        with fs.open_output_stream(nonfinite) as f:
-            f.write(str(e).encode())
-        raise
+    with tempfile.TemporaryDirectory(prefix=f"pbn-{trial_id}-") as run_dir:
+        try:  # the driver checked the data once for every trial; it writes TensorBoard runs itself
+            fit(cfg, run_dir, resume_from=state, on_epoch=report, tensorboard=False, progress=False,
+                check_data=False)
+        except NonFiniteLossError as e:
+            store.mark_nonfinite(str(e))
+            raise
 
 
-def make_trainable(fixed: dict, ended: frozenset, reported: dict, resources: dict) -> type:
-    """train_trial as a Tune trainable class whose restore tolerates a deleted checkpoint (module doc)."""
+def make_trainable(fixed: dict, checkpoints: str, reported: dict, resources: dict):
+    """train_trial with the sweep's constants bound, and the resources of one trial."""
     device_count = resources["gpu"] or resources["cpu"]
-    base = wrap_function(tune.with_parameters(train_trial, fixed=fixed, ended=ended, reported=reported,
-                                              device_count=device_count), name="train_trial")
-
-    class PBNTrial(base):
-        def restore(self, checkpoint_path):
-            ckpt = getattr(checkpoint_path, "checkpoint", None)  # Tune passes a _TrainingResult
-            if ckpt is not None and ckpt.filesystem.get_file_info(ckpt.path).type == pafs.FileType.NotFound:
-                # train_trial finds the newest stored checkpoint itself; Tune's restore would fail here.
-                print(f"{ckpt.path} was deleted after the experiment snapshot named it", file=sys.stderr)
-                return None
-            return super().restore(checkpoint_path)
-
-    return tune.with_resources(PBNTrial, resources)
+    fn = tune.with_parameters(train_trial, fixed=fixed, checkpoints=checkpoints, reported=reported,
+                              device_count=device_count)
+    return tune.with_resources(fn, resources)

@@ -22,6 +22,7 @@ def test_driver_scale_json_is_one_object_per_size(monkeypatch):
     assert [r["rows"] for r in rows] == [300, 600]
     for r in rows:
         assert r["simulated"] is True and r["results"] == 200
-        for key in ("median_ms", "p99_ms", "resume_s"):
-            assert r[key] > 0
-        assert r["median_ms"] <= r["p99_ms"]
+        # a history of 300 / 600 rows of 5-, 15- and 50-epoch trials was built and resumed from
+        assert r["rows"] // 50 <= r["trials"] <= r["rows"] // 5
+        assert r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["resume_s"] >= r["resume_state_s"] + r["resume_asha_s"]

@@ -3,7 +3,6 @@ Also the cluster configs' security (token auth, listen addresses, AWS ingress an
 cluster started with the `ray start` CLI as the configs start it."""
 
 import contextlib
-import copy
 import importlib.util
 import ipaddress
 import json
@@ -46,10 +45,10 @@ def _auth_env(command: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cluster_yaml_passes_ray_launcher_validation(name):
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from search.compat import validate_cluster_config
 
     raw = _config(name)
-    validate_config(prepare_config(copy.deepcopy(raw)))
+    validate_cluster_config(raw)
     modes = {_auth_env(c).get("RAY_AUTH_MODE") for c in _start_commands(raw)}
     assert modes == {"token"}, "every `ray start` must run with RAY_AUTH_MODE=token (identical on head and workers)"
     assert "2.60.0" in raw["docker"]["image"] and "py311" in raw["docker"]["image"]
@@ -417,8 +416,13 @@ def test_unsatisfiable_trial_resources_refused(tmp_path):
 
 
 def test_local_storage_refused_on_a_multi_machine_cluster():
-    from search.run import storage_problem
+    from search.connect import storage_problem
 
     assert "workers cannot reach it" in storage_problem({"10.0.0.1", "10.0.0.2"}, "/tmp/local/path")
     assert storage_problem({"10.0.0.1", "10.0.0.2"}, "s3://bucket/pbn") is None
     assert storage_problem({"10.0.0.1"}, "/tmp/local/path") is None  # one machine (or a simulated cluster)
+    # a lone head whose autoscaler launches workers elsewhere: they would not reach a path on the head
+    aws = {"provider": "aws", "node_types": {"gpu": {"resources": {"GPU": 1}, "max_workers": 8}}}
+    assert "autoscaler launches workers on other machines" in storage_problem({"10.0.0.1"}, "/tmp/x", aws)
+    fake = {**aws, "provider": "fake_multinode"}  # its "machines" are processes on this one
+    assert storage_problem({"10.0.0.1"}, "/tmp/x", fake) is None

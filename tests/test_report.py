@@ -213,29 +213,6 @@ def test_the_audit_of_early_stopping_on_a_known_history():
     assert corr.at[1, "n"] == 4 and corr.at[1, "rho"] == pytest.approx(-0.2)  # a2's jump breaks the order
 
 
-def test_reconcile_tells_the_study_what_the_parquet_file_recorded(tmp_path):
-    from optuna.trial import TrialState
-
-    from search.study import create_study, reconcile
-
-    study = create_study(str(tmp_path / "r.optuna.log"), "r", "max", "pckh", "d")
-    trials = [study.ask() for _ in range(3)]
-    for t, tid in zip(trials, ("done", "stopped", "live")):
-        t.set_user_attr("trial_id", tid)
-        t.report(1.0, 1)
-    df = pd.DataFrame([{"trial_id": tid, "epoch": e, "status": status, "stage": "search", "pckh": 10.0 * e,
-                        "device_seconds": 2.0, "params": 7, "gflops": 0.5}
-                       for tid, last, status in (("done", 4, "TERMINATED"), ("stopped", 2, "TERMINATED"),
-                                                 ("live", 3, "RUNNING"))
-                       for e in range(1, last + 1)])
-    assert reconcile(study, df, "pckh", 4) == 2
-    done, stopped, live = study.get_trials()
-    assert done.state == TrialState.COMPLETE and done.value == 40.0
-    assert done.intermediate_values == {1: 1.0, 2: 20.0, 3: 30.0, 4: 40.0}  # the epochs it missed, added
-    assert (done.user_attrs["device_seconds"], done.user_attrs["params"], done.user_attrs["gflops"]) == (8.0, 7, 0.5)
-    assert stopped.state == TrialState.PRUNED and live.state == TrialState.RUNNING
-
-
 def test_no_confirmation_stage_means_no_verdict(tmp_path):
     path = tmp_path / "n.parquet"
     make_sweep(path, {"shared": 0.0, "human": 6.0}, seeds=0)

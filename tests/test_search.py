@@ -205,7 +205,7 @@ def test_diverging_trial_is_recorded_as_error_without_retraining(tmp_path):
 
 
 def test_second_driver_on_a_running_sweep_is_refused(tmp_path):
-    from search.run import lock_sweep
+    from search.sweep import lock_sweep
 
     fd = lock_sweep(tmp_path / "results" / "busy.lock", "busy")  # this process plays the running driver
     try:
@@ -254,66 +254,54 @@ def _kill_when(proc, parquet: Path, ready, timeout: float = 300) -> pd.DataFrame
 
 @pytest.mark.slow
 def test_sigkill_in_both_stages_then_resume(tmp_path):
-    """Kill -9 the driver while search trials run, resume; kill it again while confirmation trials run and
-    lose the confirmation stage's experiment snapshot too, resume: the sweep ends with exactly the asked
-    trials, no (trial, epoch) twice, no finished trial re-run, in-flight trials continued from their
-    checkpoints under their own ids, ASHA's rungs replayed, and the Optuna study matching the Parquet file."""
+    """Kill -9 the driver (and its Ray) while search trials run, cut the newest checkpoint of an in-flight trial
+    short, delete Tune's files, resume; kill it again while confirmation trials run, delete Tune's files again,
+    resume: the sweep ends with exactly the asked trials, no (trial, epoch) twice, no finished trial re-run,
+    in-flight trials continued from their newest readable checkpoint, and the study matching the Parquet file.
+    Nothing of Tune's survives a kill here: the study and the Parquet file are the whole state."""
     n, epochs = 4, 6
     args = ["--name", "kill", "--num-samples", str(n), "--max-epochs", str(epochs), "--concurrency", "2",
             "--confirm-seeds", "2", "--confirm-top", "0", *TINY_SET]
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
            "--results", str(tmp_path / "results"), *args]
-    parquet = tmp_path / "results" / "kill.parquet"
-    start = dict(cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    before = _kill_when(subprocess.Popen(cmd, **start), parquet, lambda df: len(df) >= 5)
-    assert 5 <= len(before) and (before["status"] == "RUNNING").any()
-    finished_before = set(before.loc[before.status == "TERMINATED", "trial_id"])
-    # Leave one in-flight trial as the worst-timed kill does: Tune has already deleted the checkpoints
-    # the experiment snapshot names (the trial moved on after the snapshot), and the newest checkpoint
-    # was cut short mid-copy. It must resume from the newest whole one and number new ones past both.
-    victim = before.loc[before.status == "RUNNING", "trial_id"].iloc[0]
-    trial_dir = tmp_path / "results" / "tune" / "kill" / f"trial_{victim}"
-    *older, newest = sorted(trial_dir.glob("checkpoint_*"))
-    for d in older:
-        shutil.rmtree(d)
-    idx = int(newest.name.split("_")[1])
-    whole, cut = trial_dir / f"checkpoint_{idx + 3:06d}", trial_dir / f"checkpoint_{idx + 4:06d}"
-    newest.rename(whole)
-    cut.mkdir()
-    payload = (whole / "checkpoint.pt").read_bytes()
-    (cut / "checkpoint.pt").write_bytes(payload[: len(payload) // 2])
+    parquet, ckpts = tmp_path / "results" / "kill.parquet", tmp_path / "results" / "tune" / "kill" / "checkpoints"
 
-    # Resume, and kill again once two confirmation trials have reported (the search stage is then done).
-    log = tmp_path / "resume1.log"
-    with log.open("w") as f:
-        proc = subprocess.Popen([*cmd, "--resume"], **{**start, "stdout": f, "stderr": subprocess.STDOUT})
-        mid = _kill_when(proc, parquet, lambda df: (df[df.stage == "confirm"].groupby("trial_id").epoch.max()
-                                                     .between(1, epochs - 1)).sum() >= 2)
-    out = log.read_text()
-    assert "unreadable checkpoint" in out
-    assert re.search(rf"ASHA: replayed the {len(before)} search-stage results into the rungs", out), out[-3000:]
-    assert not any(idx < int(d.name.split("_")[1]) < idx + 3 for d in trial_dir.glob("checkpoint_*"))
-    running = mid[(mid.stage == "confirm") & (mid.status == "RUNNING")]
-    assert running["trial_id"].nunique() >= 1
-    # The confirmation stage's snapshot is lost as well (as if the kill came before Tune wrote one): its
-    # in-flight trials exist only in the study and the Parquet file, and must still be continued.
-    for state in (tmp_path / "results" / "tune").glob("kill-confirm/experiment_state-*.json"):
-        state.unlink()
+    def in_flight(df, stage, at_least):
+        last = df[(df.stage == stage) & (df.status == "RUNNING")].groupby("trial_id").epoch.max()
+        return [t for t, e in last.items() if at_least <= e < epochs and len(list((ckpts / t).glob("epoch-*.pt"))) >= 2]
+
+    start = dict(cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    before = _kill_when(subprocess.Popen(cmd, **start), parquet, lambda df: bool(in_flight(df, "search", 2)))
+    killed_at = time.time()
+    finished_before = set(before.loc[before.status == "TERMINATED", "trial_id"])
+    victim = in_flight(before, "search", 2)[0]
+    newest = sorted((ckpts / victim).glob("epoch-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # as if the kill came mid-write
+    cut_epoch = int(newest.stem.split("-")[1])
+    shutil.rmtree(tmp_path / "results" / "tune" / "kill" / "tune")
+
+    mid = _kill_when(subprocess.Popen([*cmd, "--resume"], **start), parquet,
+                     lambda df: len(in_flight(df, "confirm", 1)) >= 1)
+    shutil.rmtree(tmp_path / "results" / "tune" / "kill" / "tune")
     r = sweep(tmp_path, "--resume", *args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = pd.read_parquet(parquet)
-    jobs = json.loads((tmp_path / "results" / "kill.sweep.json").read_text())["confirm_jobs"]
     assert after.loc[after.stage == "search", "trial_id"].nunique() == n
-    assert after.loc[after.stage == "confirm", "trial_id"].nunique() == len(jobs) == 4 * 2
+    assert after.loc[after.stage == "confirm", "trial_id"].nunique() == 4 * 2  # 4 strategies x 2 seeds
     assert not after.duplicated(["trial_id", "epoch"]).any()
     assert set(after["status"]) == {"TERMINATED"}, r.stdout[-4000:] + r.stderr[-4000:]
     for _, grp in after.groupby("trial_id"):
         assert sorted(grp["epoch"]) == list(range(1, grp["epoch"].max() + 1))  # epochs continue, no gaps
     assert (after[after.stage == "confirm"].groupby("trial_id").epoch.max() == epochs).all()
+    # the victim trained its cut epoch again, after the kill: from the checkpoint before it, not from scratch
+    redo = after[(after.trial_id == victim) & (after.epoch == cut_epoch)]
+    assert redo["reported_at"].iloc[0] > killed_at
+    earlier_rows = after[(after.trial_id == victim) & (after.epoch < cut_epoch - 1)]
+    assert (earlier_rows["reported_at"] < killed_at).all()
     # finished trials were not re-run: their rows are byte-identical
     for tid in finished_before:
-        a = before[before.trial_id == tid].drop(columns=["status", "stopped_early"]).reset_index(drop=True)
-        b = after[after.trial_id == tid].drop(columns=["status", "stopped_early"]).reset_index(drop=True)
+        a = before[before.trial_id == tid].reset_index(drop=True)
+        b = after[after.trial_id == tid].reset_index(drop=True)
         pd.testing.assert_frame_equal(a, b)
     # in-flight trials continued from their last checkpoint: at most one already-reported epoch is redone
     for earlier in (before, mid):
@@ -370,150 +358,3 @@ def test_ctrl_c_then_resume(tmp_path):
     assert_study_matches(after, study_of(tmp_path, "intr"), 6)
 
 
-def test_a_resumed_trial_takes_its_newest_readable_checkpoint(tmp_path, capsys):
-    import torch
-    from ray.train._internal.storage import StorageContext
-
-    from pbn.train import CHECKPOINT
-    from search.trainable import _fetch_newest
-
-    storage = StorageContext(str(tmp_path), "exp", trial_dir_name="t", current_checkpoint_index=2)
-    trial = tmp_path / "exp" / "t"
-    for idx in (1, 4):
-        (trial / f"checkpoint_{idx:06d}").mkdir(parents=True)
-        torch.save({"epoch": idx + 1, "history": []}, trial / f"checkpoint_{idx:06d}" / CHECKPOINT)
-    (trial / "checkpoint_000007").mkdir()  # its copy never began: not a candidate
-    newest = trial / "checkpoint_000004" / CHECKPOINT
-    newest.write_bytes(newest.read_bytes()[:40])  # cut short by the interruption
-    assert _fetch_newest(storage)["epoch"] == 2
-    err = capsys.readouterr().err
-    assert "skipping" in err and "checkpoint_000004" in err and "unreadable checkpoint" in err
-    assert storage.current_checkpoint_index == 5  # new checkpoints go past every stored one
-    whole = trial / "checkpoint_000001" / CHECKPOINT
-    whole.write_bytes(whole.read_bytes()[:40])
-    assert _fetch_newest(storage) is None  # nothing readable: the trial starts from epoch 1
-    # an adopting trial (tune_ext.StudySearcher) with no checkpoint of its own starts from its orphan's
-    orphan = tmp_path / "exp" / "trial_o1" / "checkpoint_000003"
-    orphan.mkdir(parents=True)
-    torch.save({"epoch": 4, "history": []}, orphan / CHECKPOINT)
-    fresh = StorageContext(str(tmp_path), "exp", trial_dir_name="trial_new")
-    assert _fetch_newest(fresh, adopt_from="o1")["epoch"] == 4
-
-
-def test_asha_replay_restores_rungs(tmp_path):
-    from ray.tune.schedulers import TrialScheduler
-
-    from search.results import ResultsTable
-    from search.tune_ext import ReplayASHA
-
-    table = ResultsTable(tmp_path / "h.parquet", "h", 8)
-    cfg = json.dumps({"grouping": "shared", "clusters": None, "width": 16, "depth": 1, "stacks": 2})
-    for i, (tid, epoch, v) in enumerate([("a", 1, 10.0), ("a", 2, 20.0), ("b", 1, 5.0), ("b", 2, 8.0),
-                                         ("c", 1, 30.0), ("a", 3, 25.0), ("a", 4, 40.0)]):
-        table.add(tid, {"epoch": epoch, "pckh": v, "resolved_config": cfg, "groups": "x"},
-                  meta={"stage": "search", "seed": 0, "point": "{}", "audited": False})
-        table.rows[tid][epoch]["reported_at"] = float(i)
-    table.flush()
-    sched = ReplayASHA(str(tmp_path / "h.parquet"), time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2,
-                       metric="pckh", mode="max")
-    sched._replay()
-    assert sched.replayed_results == 7
-    assert dict(sched.rung_sizes()) == {8: 0, 4: 1, 2: 2, 1: 3}
-
-    class T:  # a new trial scoring below the recorded epoch-1 median is stopped, exactly as without a restart
-        trial_id, config = "d", {}
-
-    assert sched.on_trial_result(None, T(), {"epoch": 1, "pckh": 6.0}) == TrialScheduler.STOP
-    T.trial_id, T.config = "e", {"_audit": True}  # ... unless it is audited: recorded, never stopped
-    assert sched.on_trial_result(None, T(), {"epoch": 1, "pckh": 6.0}) == TrialScheduler.CONTINUE
-    assert dict(sched.rung_sizes())[1] == 5
-
-
-def test_snapshot_period_keeps_its_share_with_a_margin():
-    """Tune's auto period is max(10 s, 19 x the last snapshot); the driver's is max(10 s, 39 x): a snapshot
-    twice as long as the one before still stays within 5% of the driver's time."""
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
-
-    from search.tune_ext import SNAPSHOT_SHARE, limit_snapshot_share
-
-    original = _ExperimentCheckpointManager._update_auto_checkpoint_time
-    try:
-        limit_snapshot_share()
-        m = _ExperimentCheckpointManager.__new__(_ExperimentCheckpointManager)
-        m._auto_checkpoint_enabled, m._checkpoint_period = True, 10.0
-        m._update_auto_checkpoint_time(time_taken=2.0)
-        assert m._checkpoint_period == pytest.approx(2.0 * (1 / SNAPSHOT_SHARE - 1))
-        assert 2 * 2.0 / (2 * 2.0 + m._checkpoint_period) <= 0.05
-        m._update_auto_checkpoint_time(time_taken=0.01)
-        assert m._checkpoint_period == 10.0
-        m._auto_checkpoint_enabled = False  # a fixed TUNE_GLOBAL_CHECKPOINT_S stays as set
-        m._update_auto_checkpoint_time(time_taken=5.0)
-        assert m._checkpoint_period == 10.0
-    finally:
-        _ExperimentCheckpointManager._update_auto_checkpoint_time = original
-
-
-def test_snapshot_period_refuses_a_ray_without_the_hook(monkeypatch):
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
-
-    from search.tune_ext import limit_snapshot_share
-
-    monkeypatch.delattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time")
-    with pytest.raises(RuntimeError, match=r"pins ray\[tune\]==2.60.0"):
-        limit_snapshot_share()
-    assert not hasattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time")  # nothing patched in
-
-
-def tiny_space(trial):
-    trial.suggest_categorical("grouping", ["shared", "human"])
-
-
-def test_searcher_repeats_get_the_next_seed_and_stopped_trials_are_pruned(tmp_path):
-    """A proposal that repeats a point is trained with the next seed (not discarded: every study trial is
-    a real trial); ASHA-stopped trials are PRUNED with per-epoch values; the state survives a pickle."""
-    import pickle
-
-    from optuna.trial import TrialState
-
-    from search.study import create_study
-    from search.tune_ext import StudySearcher
-
-    url = str(tmp_path / "s.optuna.log")
-    create_study(url, "s", "max", "pckh", "digest")
-    s = StudySearcher(space=tiny_space, metric="pckh", mode="max", max_epochs=4, storage_url=url, study_name="s",
-                      stage="search", results=tmp_path / "s.parquet", seed=0,
-                      initial=[{"grouping": "shared"}, {"grouping": "shared"}])
-    configs = [s.suggest(f"t{i}") for i in range(4)]
-    assert configs[:2] == [{"grouping": "shared", "seed": 0}, {"grouping": "shared", "seed": 1}]
-    assert all(c["seed"] == sum(d["grouping"] == c["grouping"] for d in configs[:i]) for i, c in enumerate(configs))
-    s.on_trial_result("t0", {"pckh": 10.0, "epoch": 1, "params": 5, "gflops": 0.1, "device_seconds_total": 2.0})
-    s.on_trial_complete("t0", {"pckh": 12.0, "epoch": 2, "device_seconds_total": 4.0})  # ASHA stopped it at 2 of 4
-    s.on_trial_complete("t1", {"pckh": 20.0, "epoch": 4})
-    s.on_trial_complete("t2", error=True)
-    restored = pickle.loads(pickle.dumps(s))  # what Tune's snapshot keeps: no study, no storage
-    restored.on_trial_complete("t3", {"pckh": 1.0, "epoch": 4})
-    study = restored.study
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    t0 = study.trials[0]
-    assert t0.intermediate_values == {1: 10.0, 2: 12.0} and t0.user_attrs["device_seconds"] == 4.0
-    assert (t0.user_attrs["params"], t0.user_attrs["gflops"], t0.user_attrs["stage"]) == (5, 0.1, "search")
-
-
-def test_a_torn_snapshot_is_moved_aside(tmp_path):
-    """tuner.pkl alone (written before any trial) is not restorable state; a newest snapshot that does not
-    parse would make Tune restart the whole experiment, and an older one would not match the newest searcher
-    state: every snapshot file is moved aside, and the stage restarts from the study (tested end to end in
-    test_sigkill_in_both_stages_then_resume)."""
-    from search.run import usable_snapshot
-
-    (tmp_path / "tuner.pkl").write_bytes(b"x")
-    assert not usable_snapshot(str(tmp_path)) and not usable_snapshot(str(tmp_path / "missing"))
-    (tmp_path / "experiment_state-2026-11-24_12-00-00.json").write_text("{}")
-    assert usable_snapshot(str(tmp_path))
-    (tmp_path / "experiment_state-2026-11-25_12-00-00.json").write_text('{"trial_data": [')
-    (tmp_path / "searcher-state-2026-11-25_12-00-00.pkl").write_bytes(b"x")
-    assert not usable_snapshot(str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "torn-experiment_state-2026-11-24_12-00-00.json", "torn-experiment_state-2026-11-25_12-00-00.json",
-        "torn-searcher-state-2026-11-25_12-00-00.pkl", "tuner.pkl"]
