@@ -1,7 +1,8 @@
 """The statistics behind every comparison the project prints: pure functions, fixed seeds.
 
-- `resample_counts`, `percentile_interval`: the bootstrap over validation images behind every PCKh
-  interval (pbn.evaluate.pck_interval): the uncertainty that comes from the validation set alone.
+- `resample_counts`, `percentile_interval`: the bootstrap over validation images (all people of an image
+  together) behind every PCKh interval (pbn.pck.pck_interval): the uncertainty that comes from the
+  validation set alone.
 - `mean_interval`, `paired_difference`: across training seeds (Student t; seeds are few).
 - `spearman`, `bootstrap_spearman`: how well an early epoch ranks trials the way the last one does.
 """
@@ -19,9 +20,9 @@ RESAMPLES = 1000
 
 @functools.lru_cache(maxsize=2)
 def resample_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """[resamples, n]: how often each of n units appears in each bootstrap resample (fixed seed; cached and
-    read-only, since a validation set is resampled every epoch). A statistic that is a sum over units is
-    then one matrix product for all resamples."""
+    """[resamples, n]: how often each of n units (validation images) appears in each bootstrap resample
+    (fixed seed; cached and read-only, since a validation set is resampled every epoch). A statistic that is
+    a sum over units is then one matrix product for all resamples."""
     draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     flat = (draws + np.arange(resamples)[:, None] * n).ravel()
     counts = np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pbn.config import Config
-from pbn.data import check
+from pbn.data import check, readers
 from pbn.data.records import DataError
 
 from .conftest import LSP_JSON, SAMPLES, run_cli
@@ -46,14 +46,24 @@ def bad_lines(stdout):
     return lines[:-1], lines[-1]
 
 
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`python -m pbn.data.check <argv>` in-process: (exit code, stdout, stderr). test_real_images_pass runs the
+    real subprocess."""
+    code = check.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def test_real_images_pass(tmp_path):
+    """The subprocess smoke test of `python -m pbn.data.check`; the other CLI tests call main() in-process."""
     root = mpii_root(tmp_path)
     report = check.check_data(cfg(root, batch_size=16))
-    assert report.ok and report.bad == []
+    assert report.bad == [] and report.ok
     assert report.counts == {"train": 20, "valid": 5} and report.images == 5
     r = run_cli("pbn.data.check", "--data", "mpii", "--data-root", str(root))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.strip().splitlines() == [r.stdout.strip()] and "all good" in r.stdout and "20 people" in r.stdout
+    assert r.stdout.startswith(f"mpii under {root}: train 20 people, valid 5 people; 5 image(s) checked (5 cached) in ")
+    assert r.stdout.strip().splitlines() == [r.stdout.strip()] and r.stdout.strip().endswith(" s: all good")
 
 
 def test_truncated_jpeg_that_opencv_might_decode_is_bad():
@@ -83,7 +93,7 @@ def test_jpeg_with_exif_thumbnail_is_judged_by_the_main_image():
     assert check.image_problem(cut) == "truncated JPEG (ends before its image data)"
 
 
-def test_every_bad_image_is_listed_once(tmp_path):
+def test_every_bad_image_is_listed_once(tmp_path, capsys):
     root = mpii_root(tmp_path)
     images = root / "mpii" / "images"
     full = JPEGS[0].read_bytes()
@@ -112,21 +122,21 @@ def test_every_bad_image_is_listed_once(tmp_path):
     assert dict(report.bad) == expected and len(report.bad) == len(expected)
     assert report.images == 5 + len(extra) and not report.ok
 
-    r = run_cli("pbn.data.check", "--data", "mpii", "--data-root", str(root), "--jobs", "2")
-    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
-    lines, summary = bad_lines(r.stdout)
+    code, stdout, stderr = cli(capsys, "--data", "mpii", "--data-root", root, "--jobs", "2")
+    assert code == 2 and stderr == ""
+    lines, summary = bad_lines(stdout)
     assert sorted(lines) == sorted(f"{p}: {why}" for p, why in expected.items())
     assert "6 bad file(s)" in summary and "11 image(s) checked" in summary
 
 
-def test_malformed_annotations_one_message_per_file(tmp_path):
+def test_malformed_annotations_one_message_per_file(tmp_path, capsys):
     root = mpii_root(tmp_path)
     ann = root / "mpii" / "annotations"
     write_ann(root, "train", [*PEOPLE[:3], {**PEOPLE[3], "scale": "big"}, PEOPLE[4]])
     (ann / "valid.json").write_text('[{"image": "a.jpg",')
-    r = run_cli("pbn.data.check", "--data", "mpii", "--data-root", str(root))
-    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
-    lines, summary = bad_lines(r.stdout)
+    code, stdout, stderr = cli(capsys, "--data", "mpii", "--data-root", root)
+    assert code == 2 and stderr == ""
+    lines, summary = bad_lines(stdout)
     assert len(lines) == 2 and "2 bad file(s)" in summary
     assert lines[0] == f"{ann / 'train.json'}: entry 3 field 'scale': expected a positive number, got the string 'big'"
     assert lines[1].startswith(f"{ann / 'valid.json'}: not valid JSON")
@@ -141,7 +151,47 @@ def test_bad_auxiliary_files_do_not_hide_the_json(tmp_path):
     report = check.check_data(cfg(root))
     paths = [p for p, _ in report.bad]
     assert paths == [str(ann / "valid.h5"), str(ann / "gt_valid.mat"), str(ann / "valid.json")]
-    assert "field 'center'" in report.bad[2][1] and "not a readable HDF5 file" in report.bad[0][1]
+    assert report.bad[2][1] == "entry 0 field 'center': expected 2 numbers, got null"
+    assert report.bad[0][1].startswith("not a readable HDF5 file") and "valid" not in report.counts
+
+
+def test_problems_are_blamed_on_the_file_the_reader_names(tmp_path):
+    """The (path, reason) of a bad file come from DataError's attributes, whichever file the reader names: here
+    valid.h5 lists other people than valid.json (the cross-file check inside readers.mpii_split)."""
+    import h5py
+
+    root = mpii_root(tmp_path)
+    ann = root / "mpii" / "annotations"
+    with h5py.File(ann / "valid.h5", "w") as f:
+        f["imgname"] = np.array([b"other.jpg"] * len(PEOPLE))
+        f["visible"] = np.ones((len(PEOPLE), 16))
+    report = check.check_data(cfg(root))
+    assert report.bad == [(str(ann / "valid.h5"), f"person 0 is other.jpg but {ann / 'valid.json'} has "
+                                                  f"{PEOPLE[0]['image']}; the files must list the same people")]
+    assert report.counts == {"train": 20}  # the valid split is unreadable: no count, no image checks for it
+
+
+def test_check_and_training_read_the_same_records(tmp_path, monkeypatch):
+    """check_data takes each split from readers.split_records, the function load_source trains on."""
+    from pbn.data.dataset import load_source
+
+    calls = []
+    real = readers.split_records
+
+    def spy(data, root, split, problems=None):
+        records = real(data, root, split, problems)
+        calls.append((data, str(root), split, None if records is None else [r.image for r in records]))
+        return records
+
+    monkeypatch.setattr(readers, "split_records", spy)
+    root = mpii_root(tmp_path)
+    check.check_data(cfg(root))
+    checked = list(calls)
+    calls.clear()
+    load_source(cfg(root), "train")
+    with pytest.raises(DataError, match="needs head boxes"):  # read first; the sample root has no gt_valid.mat
+        load_source(cfg(root), "valid")
+    assert checked == calls and [c[2] for c in calls] == ["train", "valid"] and len(calls[0][3]) == 20
 
 
 def test_split_sizes_against_the_batch(tmp_path):
@@ -192,14 +242,30 @@ def test_cache_second_run_and_changed_files(tmp_path):
     assert not [p for p in cache_file.parent.iterdir() if p.name.endswith(".tmp")]  # no temporaries left
 
 
-def test_no_cache_reads_and_writes_nothing(tmp_path):
+def test_no_cache_reads_and_writes_nothing(tmp_path, capsys):
     root = mpii_root(tmp_path)
     report = check.check_data(cfg(root), use_cache=False)
     assert report.ok and report.cached == 0 and not check._cache_file("mpii", root).exists()
-    env_cache = os.environ["PBN_CACHE"]
-    r = run_cli("pbn.data.check", "--data", "mpii", "--data-root", str(root), "--no-cache")
-    assert r.returncode == 0 and "(0 cached)" in r.stdout
-    assert os.environ["PBN_CACHE"] == env_cache and not check._cache_file("mpii", root).exists()
+    code, stdout, _ = cli(capsys, "--data", "mpii", "--data-root", root, "--no-cache")
+    assert code == 0 and "(0 cached)" in stdout and not check._cache_file("mpii", root).exists()
+    assert check.check_data(cfg(root)).cached == 0  # a cache is written now ...
+    cache = check._cache_file("mpii", root)
+    before = cache.read_bytes()
+    (root / "mpii" / "images" / JPEGS[0].name).write_bytes(b"")  # ... and would be rewritten by a cached run
+    code, stdout, _ = cli(capsys, "--data", "mpii", "--data-root", root, "--no-cache")
+    assert code == 2 and "(0 cached)" in stdout and "empty file" in stdout  # not read: 0 cached ...
+    assert cache.read_bytes() == before  # ... and not written
+
+
+def test_unwritable_cache_is_a_logged_warning(tmp_path, monkeypatch, caplog):
+    root = mpii_root(tmp_path)
+    (tmp_path / "not_a_dir").write_text("")
+    monkeypatch.setenv("PBN_CACHE", str(tmp_path / "not_a_dir"))
+    with caplog.at_level("WARNING", logger="pbn.data.check"):
+        report = check.check_data(cfg(root))
+    assert report.ok and report.cached == 0
+    assert [(r.name, r.levelname) for r in caplog.records] == [("pbn.data.check", "WARNING")]
+    assert caplog.records[0].getMessage().startswith("data check cache not written (")
 
 
 def test_threads_and_processes_agree(tmp_path):
@@ -229,9 +295,9 @@ def test_require_valid_data(tmp_path):
                         "full list")
 
 
-def test_missing_root_and_missing_image_directory(tmp_path):
-    r = run_cli("pbn.data.check", "--data", "mpii", "--data-root", str(tmp_path / "nowhere"))
-    assert r.returncode == 2 and r.stdout.startswith(f"{tmp_path / 'nowhere'}: data root directory not found")
+def test_missing_root_and_missing_image_directory(tmp_path, capsys):
+    code, stdout, _ = cli(capsys, "--data", "mpii", "--data-root", tmp_path / "nowhere")
+    assert code == 2 and stdout.startswith(f"{tmp_path / 'nowhere'}: data root directory not found\n")
     root = mpii_root(tmp_path)
     shutil.rmtree(root / "mpii" / "images")
     report = check.check_data(cfg(root))
@@ -281,14 +347,14 @@ def test_lsp_short_joints_and_missing_extended_images(tmp_path):
     assert len([p for p, _ in report.bad if "lsp_ext" in p]) == 1
 
 
-def test_lsp_bad_joints_file_is_one_line(tmp_path):
+def test_lsp_bad_joints_file_is_one_line(tmp_path, capsys):
     import scipy.io
 
     root = lsp_root(tmp_path)
     scipy.io.savemat(root / "lsp" / "joints.mat", {"joints": np.array(["x"])})
-    r = run_cli("pbn.data.check", "--data", "lsp", "--data-root", str(root))
-    lines, summary = bad_lines(r.stdout)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    code, stdout, stderr = cli(capsys, "--data", "lsp", "--data-root", root)
+    lines, summary = bad_lines(stdout)
+    assert code == 2 and stderr == ""
     assert lines == [f"{root / 'lsp' / 'joints.mat'}: 'joints' must be 3x14xN (LSP) or 14x3xN (LSP-extended), got "
                      "an array of shape (1,) and type <U1"]
     assert "1 bad file(s)" in summary

@@ -3,12 +3,22 @@ import json
 import numpy as np
 import pytest
 
+from pbn import evaluate
 from pbn.data import readers
 from pbn.data.records import flags_from
-from pbn.evaluate import lsp_pck, mpii_pckh
+from pbn.evaluate import score_files
+from pbn.pck import lsp_pck, mpii_pckh
 from pbn.skeleton import ANNOTATED, MISSING, OCCLUDED, VISIBLE
 
 from .conftest import LSP_JSON, VALID, run_cli
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`python -m pbn.evaluate <argv>` in-process: (exit code, stdout, stderr). One test runs the real
+    subprocess (test_real_validation_subset_with_jittered_predictions)."""
+    code = evaluate.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def people(n=4):
@@ -97,13 +107,14 @@ def test_lsp_pck_on_real_labels_is_perfect_for_gt():
     assert lsp_pck(gt, gt, np.stack([r.joints[:, 2] for r in recs]))["mean"] == 100
 
 
-def test_real_validation_subset_with_jittered_predictions(tmp_path):
+def test_real_validation_subset_with_jittered_predictions(tmp_path, capsys):
+    """The subprocess smoke test of `python -m pbn.evaluate`; the other CLI tests call main() in-process."""
     import scipy.io
 
     g = readers.read_gt_mat(VALID / "gt_valid_first200.mat")
     vis = readers.read_visibility(VALID / "valid_first200.h5")
     flags = flags_from(g["annotated"], vis)
-    assert (flags == OCCLUDED).sum() > 300
+    assert (flags == OCCLUDED).sum() == (g["annotated"] & ~vis).sum() == 579
     pred = g["joints"] + np.random.default_rng(0).normal(0, 5, g["joints"].shape)
     scipy.io.savemat(tmp_path / "preds.mat", {"preds": pred + 1})  # published files are 1-based
     r = run_cli("pbn.evaluate", "--preds", str(tmp_path / "preds.mat"), "--gt", str(VALID / "gt_valid_first200.mat"),
@@ -111,16 +122,47 @@ def test_real_validation_subset_with_jittered_predictions(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     direct = mpii_pckh(pred, g["joints"], flags, g["head_size"])
-    assert out["mean"] == pytest.approx(direct["mean"]) and out["occluded"] == pytest.approx(direct["occluded"])
-    assert set(out) >= {"head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle", "mean", "mean@0.1",
-                        "visible", "occluded", "convention"}
-    table = run_cli("pbn.evaluate", "--preds", str(tmp_path / "preds.mat"), "--gt",
-                    str(VALID / "gt_valid_first200.mat"), "--convention", "pytorch-pose")
-    assert table.returncode == 0 and "Mean@0.1" in table.stdout and "pytorch-pose" in table.stdout
-    assert "no visibility" in table.stderr
+    assert {k: out[k] for k in ("mean", "occluded", "visible", "wrist", "auc")} == pytest.approx(
+        {k: direct[k] for k in ("mean", "occluded", "visible", "wrist", "auc")})
+    assert out["counts"] == direct["counts"] and out["convention"] == "hrnet"
+    assert set(out) == {"head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle", "mean", "mean@0.1", "auc",
+                        "visible", "occluded", "convention", "metric", "counts", "preds_read_as"}
+    code, stdout, stderr = cli(capsys, "--preds", tmp_path / "preds.mat", "--gt", VALID / "gt_valid_first200.mat",
+                               "--convention", "pytorch-pose")
+    assert code == 0 and "Mean@0.1" in stdout and "convention=pytorch-pose" in stdout
+    with pytest.warns(UserWarning, match="no visibility"):
+        pp = mpii_pckh(pred, g["joints"], flags_from(g["annotated"], None), g["head_size"], "pytorch-pose")
+    assert stdout.splitlines()[2].split()[7] == f"{pp['mean']:.2f}"  # the table's Mean column
+    assert "warning: ground truth has no visibility flags" in stderr
 
 
-def test_evaluate_cli_bad_inputs(tmp_path):
+def test_validation_scorer_resamples_the_images_of_the_real_subset():
+    """pckh_scorer (what training validates with) passes each record's image: the 200 people of the subset
+    are 188 images (10 with two people, 1 with three), and the interval resamples those."""
+    from pbn.data.dataset import pckh_scorer
+
+    g = readers.read_gt_mat(VALID / "gt_valid_first200.mat")
+    vis = readers.read_visibility(VALID / "valid_first200.h5")
+    recs = readers.read_mpii_json(VALID / "valid_first200.json", visibility=vis, head_sizes=g["head_size"])
+    images = [r.image for r in recs]
+    assert len(set(images)) == 188
+    per_image = np.unique(images, return_counts=True)[1]
+    assert (per_image == 2).sum() == 10 and (per_image == 3).sum() == 1
+    gt = np.stack([r.joints for r in recs]).astype(np.float64)
+    pred = gt[..., :2] + np.random.default_rng(0).normal(0, 10, gt[..., :2].shape)
+    m = pckh_scorer(recs)(pred)
+    by_image = mpii_pckh(pred, gt[..., :2], gt[..., 2], g["head_size"], intervals=True, images=images)
+    by_person = mpii_pckh(pred, gt[..., :2], gt[..., 2], g["head_size"], intervals=True)
+    assert m["pckh"] == by_image["mean"] == by_person["mean"]
+    assert (m["pckh_lo"], m["pckh_hi"]) == by_image["mean_ci"]
+    assert (m["pckh_occluded_lo"], m["pckh_occluded_hi"]) == by_image["occluded_ci"]
+    # People of one image share their scale, so their hits are correlated: the image interval is wider (the
+    # effect averaged over 40 bootstrap seeds is 1.17x at this noise; this fixed seed gives 2.99 vs 2.58).
+    half = {k: (r["mean_ci"][1] - r["mean_ci"][0]) / 2 for k, r in (("image", by_image), ("person", by_person))}
+    assert half["image"] > 1.1 * half["person"]
+
+
+def test_evaluate_cli_bad_inputs(tmp_path, capsys):
     gt = str(VALID / "gt_valid_first200.mat")
     np.save(tmp_path / "short.npy", np.zeros((10, 16, 2)))
     np.save(tmp_path / "k14.npy", np.zeros((200, 14, 2)))
@@ -131,28 +173,38 @@ def test_evaluate_cli_bad_inputs(tmp_path):
              (tmp_path / "k14.npy", "has shape (200, 14, 2)"),
              (tmp_path / "nokey.mat", "missing key: expected one of 'preds', 'pred', 'pos_pred_src'")]
     for path, msg in cases:
-        r = run_cli("pbn.evaluate", "--preds", str(path), "--gt", gt)
-        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (path, r.stderr)
+        code, stdout, stderr = cli(capsys, "--preds", path, "--gt", gt)
+        assert code == 2 and stdout == "" and stderr.startswith(f"error: {path}: ") and msg in stderr, (path, stderr)
     pred = readers.read_gt_mat(gt)["joints"] + 1
     pred[3, 4] = np.nan
     np.save(tmp_path / "nan.npy", pred)
-    r = run_cli("pbn.evaluate", "--preds", str(tmp_path / "nan.npy"), "--gt", gt, "--json")
-    assert r.returncode == 0 and "NaN" in r.stderr
+    code, stdout, stderr = cli(capsys, "--preds", tmp_path / "nan.npy", "--gt", gt, "--json")
+    assert code == 0 and "warning: 1 annotated joint prediction(s) are NaN: counted as misses" in stderr
+    out = json.loads(stdout)  # everyone exact but one annotated l knee: that one is a miss
+    assert out["mean"] == pytest.approx(100 * (out["counts"]["joints"] - 1) / out["counts"]["joints"])
 
 
-def test_evaluate_cli_lsp_matlab_layout(tmp_path):
+def test_evaluate_cli_lsp_matlab_layout(tmp_path, capsys):
     recs = readers.read_lsp_json(LSP_JSON)
     gt = np.stack([r.joints[:, :2] for r in recs]) + 1  # 1-based
     np.save(tmp_path / "p.npy", gt.transpose(2, 1, 0))  # 2 x 14 x N
-    r = run_cli("pbn.evaluate", "--dataset", "lsp", "--preds", str(tmp_path / "p.npy"), "--gt", str(LSP_JSON), "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["mean"] == 100
+    code, stdout, stderr = cli(capsys, "--dataset", "lsp", "--preds", tmp_path / "p.npy", "--gt", LSP_JSON, "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["mean"] == 100
+    # 0-based read as 1-based: every joint 1 px off, still within 0.2 torso, but no longer a hit at alpha = 0
+    np.save(tmp_path / "z.npy", np.stack([r.joints[:, :2] for r in recs]).transpose(2, 1, 0))
+    code, stdout, _ = cli(capsys, "--dataset", "lsp", "--preds", tmp_path / "z.npy", "--gt", LSP_JSON, "--json")
+    off = json.loads(stdout)
+    flags = np.stack([r.joints[:, 2] for r in recs])
+    assert code == 0 and off["mean"] == 100 and off["auc"] == pytest.approx(lsp_pck(gt - 2, gt - 1, flags)["auc"])
+    assert off["auc"] < 90
+    code, stdout, _ = cli(capsys, "--dataset", "lsp", "--preds", tmp_path / "z.npy", "--gt", LSP_JSON, "--json",
+                          "--zero-based")
+    assert code == 0 and json.loads(stdout)["auc"] == 100
 
 
-def test_h5_predictions_and_missing_dataset(tmp_path):
+def test_h5_predictions_and_missing_dataset(tmp_path, capsys):
     import h5py
-
-    from pbn.evaluate import score_files
 
     gt = VALID / "gt_valid_first200.mat"
     g = readers.read_gt_mat(gt)
@@ -162,8 +214,8 @@ def test_h5_predictions_and_missing_dataset(tmp_path):
         assert score_files(tmp_path / "p.h5", gt)["mean"] == 100
     with h5py.File(tmp_path / "q.h5", "w") as f:
         f["other"] = g["joints"]
-    r = run_cli("pbn.evaluate", "--preds", str(tmp_path / "q.h5"), "--gt", str(gt))
-    assert r.returncode == 2 and "missing dataset: expected one of 'preds', 'pred'" in r.stderr
+    code, _, stderr = cli(capsys, "--preds", tmp_path / "q.h5", "--gt", gt)
+    assert code == 2 and f"{tmp_path / 'q.h5'}: missing dataset: expected one of 'preds', 'pred'" in stderr
 
 
 # ------------------------------------------------------------- prediction files: every published key and layout
@@ -196,8 +248,6 @@ def _mpii_preds():
 
 
 def test_every_layout_key_and_file_type_scores_the_same(tmp_path):
-    from pbn.evaluate import score_files
-
     gt = VALID / "gt_valid_first200.mat"
     pred2, pred3 = _mpii_preds()
     with pytest.warns(UserWarning, match="no visibility"):
@@ -223,8 +273,6 @@ def test_preds_key_wins_over_pos_pred_src(tmp_path):
     'preds' comes first in the documented key order."""
     import scipy.io
 
-    from pbn.evaluate import score_files
-
     gt = VALID / "gt_valid_first200.mat"
     pred2, _ = _mpii_preds()
     scipy.io.savemat(tmp_path / "both.mat", {"pos_pred_src": np.zeros((16, 2, 200)), "preds": pred2})
@@ -243,9 +291,7 @@ def _small_gt(tmp_path, n):
     return tmp_path / f"gt{n}.mat", readers.read_gt_mat(tmp_path / f"gt{n}.mat")
 
 
-def test_ambiguous_sizes_use_the_documented_order_and_say_so(tmp_path):
-    from pbn.evaluate import score_files
-
+def test_ambiguous_sizes_use_the_documented_order_and_say_so(tmp_path, capsys):
     gt16, g16 = _small_gt(tmp_path, 16)  # N == K == 16: N x K x C and K x N x C both fit
     pred = g16["joints"] + 1
     pred[:, 9] += 1000  # head top always wrong: the transposed reading would score differently
@@ -255,8 +301,10 @@ def test_ambiguous_sizes_use_the_documented_order_and_say_so(tmp_path):
     msgs = [str(w.message) for w in caught]
     assert any("fits layouts N x K x C, K x N x C: read as N x K x C" in m and "(16, 16, 2)" in m for m in msgs), msgs
     assert r["head"] == 0 and r["shoulder"] == 100
-    cli = run_cli("pbn.evaluate", "--preds", str(tmp_path / "p16.npy"), "--gt", str(gt16), "--json")
-    assert cli.returncode == 0 and "warning:" in cli.stderr and "read as N x K x C" in cli.stderr
+    code, stdout, stderr = cli(capsys, "--preds", tmp_path / "p16.npy", "--gt", gt16, "--json")
+    assert code == 0 and json.loads(stdout)["head"] == 0
+    assert f"warning: {tmp_path / 'p16.npy'}: the array of shape (16, 16, 2) fits layouts N x K x C, K x N x C: " \
+           "read as N x K x C" in stderr
 
     gt3, g3 = _small_gt(tmp_path, 3)  # N = 3: 3 x 16 x 2 could be C x K x N with N = 2; the ground truth says 3
     np.save(tmp_path / "p3.npy", g3["joints"] + 1)
@@ -274,7 +322,7 @@ def test_ambiguous_sizes_use_the_documented_order_and_say_so(tmp_path):
     assert any("fits layouts N x K x C, C x K x N: read as N x K x C" in str(w.message) for w in caught)
 
 
-def test_unreadable_layouts_get_one_clear_line(tmp_path):
+def test_unreadable_layouts_get_one_clear_line(tmp_path, capsys):
     import scipy.io
 
     gt = str(VALID / "gt_valid_first200.mat")
@@ -289,20 +337,26 @@ def test_unreadable_layouts_get_one_clear_line(tmp_path):
              ("struct.mat", ["key 'pred'", "not an array of numbers"]),
              ("text.mat", ["not a readable .mat file"])]
     for name, parts in cases:
-        r = run_cli("pbn.evaluate", "--preds", str(tmp_path / name), "--gt", gt)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1, (name, r.stderr)
+        code, stdout, stderr = cli(capsys, "--preds", tmp_path / name, "--gt", gt)
+        lines = stderr.strip().splitlines()
+        assert code == 2 and stdout == "" and len(lines) == 1, (name, stderr)
         assert lines[0].startswith(f"error: {tmp_path / name}: ") and all(p in lines[0] for p in parts), lines
 
 
-def test_help_states_keys_and_layouts():
-    r = run_cli("pbn.evaluate", "--help")
-    assert r.returncode == 0
-    for text in ("preds", "pred", "pos_pred_src", "N x K x C", "C x K x N", "K x C x N", "K x N x C", "1-based"):
-        assert text in r.stdout, text
+def test_help_states_keys_and_layouts(capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the option help
+    keys = "'preds', 'pred', 'pos_pred_src', 'preds_tf'"
+    layouts = "N x K x C, C x K x N, K x C x N, K x N x C, N x C x K, C x N x K"
+    assert f"the first of the keys {keys.replace(chr(39), '')}" in text and f"{layouts} (e.g." in text
+    for flag in ("--preds", "--gt", "--visibility", "--convention {hrnet,pytorch-pose}", "--dataset {mpii,lsp}",
+                 "--zero-based", "--json", "1-based (MATLAB) pixels"):
+        assert flag in text, flag
 
 
-def test_lsp_eval_pose_pred_file(tmp_path):
+def test_lsp_eval_pose_pred_file(tmp_path, capsys):
     """eval_pose's LSP files: key 'pred', 2 x 14 x N, 1-based. Exactly 100 for the ground truth; a known
     perturbation gives the hand-computed value."""
     import scipy.io
@@ -310,10 +364,10 @@ def test_lsp_eval_pose_pred_file(tmp_path):
     recs = readers.read_lsp_json(LSP_JSON)
     gt = np.stack([r.joints[:, :2] for r in recs])  # 0-based [1000, 14, 2]
     scipy.io.savemat(tmp_path / "pred_keypoints_lsp_oc.mat", {"pred": (gt + 1).transpose(2, 1, 0)})
-    cmd = ["pbn.evaluate", "--dataset", "lsp", "--gt", str(LSP_JSON), "--json", "--preds"]
-    r = run_cli(*cmd, str(tmp_path / "pred_keypoints_lsp_oc.mat"))
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    cmd = ["--dataset", "lsp", "--gt", LSP_JSON, "--json", "--preds"]
+    code, stdout, stderr = cli(capsys, *cmd, tmp_path / "pred_keypoints_lsp_oc.mat")
+    assert code == 0, stderr
+    out = json.loads(stdout)
     assert out["mean"] == 100 and out["head"] == 100 and "key 'pred', C x K x N (2 x 14 x 1000)" in out["preds_read_as"]
 
     torso = np.linalg.norm(gt[:, 9] - gt[:, 2], axis=-1)  # l shoulder to r hip
@@ -322,7 +376,7 @@ def test_lsp_eval_pose_pred_file(tmp_path):
     pred[:250, 11, 1] -= 0.3 * torso[:250]  # l wrist of the first 250 people missed
     pred[250:500, 6, 0] += 0.15 * torso[250:500]  # r wrist of 250 more moved, but within 0.2: still hits
     scipy.io.savemat(tmp_path / "perturbed.mat", {"pred": (pred + 1).transpose(2, 1, 0)})
-    out = json.loads(run_cli(*cmd, str(tmp_path / "perturbed.mat")).stdout)
+    out = json.loads(cli(capsys, *cmd, tmp_path / "perturbed.mat")[1])
     assert out["head"] == pytest.approx(50.0)  # mean of neck (100) and head top (0)
     assert out["wrist"] == pytest.approx((100 + 75) / 2)
     assert out["mean"] == pytest.approx(100 * (14 * 1000 - 1000 - 250) / (14 * 1000))  # 91.0714...

@@ -36,7 +36,11 @@ def test_visibility_flags_keep_annotated_and_visible_apart():
     h5 = readers.read_mpii_h5(VALID / "valid_first200.h5")
     flags = np.stack([r.joints[:, 2] for r in h5])
     assert set(np.unique(flags)) <= {MISSING, OCCLUDED, VISIBLE}
-    assert (flags == OCCLUDED).sum() > 0
+    import h5py
+
+    with h5py.File(VALID / "valid_first200.h5", "r") as f:  # annotated (part != 0) and is_visible = 0
+        occluded = (f["part"][()] != 0).any(-1) & (f["visible"][()] == 0)
+    assert ((flags == OCCLUDED) == occluded).all() and occluded.sum() == 579
     js = readers.read_mpii_json(VALID / "valid_first200.json")
     assert set(np.unique(np.stack([r.joints[:, 2] for r in js]))) <= {MISSING, ANNOTATED}
     vis = readers.read_visibility(VALID / "valid_first200.h5")
@@ -65,9 +69,10 @@ def test_lsp_json_and_mat_layouts(tmp_path):
     oc = readers.read_lsp_json(LSP_JSON)
     pc = readers.read_lsp_json(LSP_JSON, labels="person_centric")
     assert len(oc) == len(pc) == 1000 and oc[0].joints.shape == (14, 3)
-    occ = np.mean([(r.joints[:, 2] == OCCLUDED).mean() for r in oc])
-    assert 0.03 < occ < 0.15  # about 7% of LSP entries are flagged occluded
     doc = json.loads(LSP_JSON.read_text())["observer_centric"]
+    occluded = np.stack([r.joints[:, 2] == OCCLUDED for r in oc])
+    assert (occluded == (np.array([e["flag_row3"] for e in doc]) > 0)).all()  # flag_row3 = 1: occluded
+    assert occluded.mean() == pytest.approx(0.0707, abs=1e-4)  # 7% of LSP entries are flagged occluded
     xy = np.array([e["joints"] for e in doc])  # N x 14 x 2
     row3 = np.array([e["flag_row3"] for e in doc])
     orig = np.concatenate([xy.transpose(2, 1, 0), row3.T[None]], 0)  # 3 x 14 x N, row 3: 1 = occluded
@@ -131,14 +136,18 @@ def _mpii_root_with_mismatched_h5(tmp_path):
 
 
 # ------------------------------------------------------------------ malformed values never end in a traceback
-def _expect_error(read, path, *parts):
-    """read() raises DataError (never another exception) whose message names the file and every part."""
+def _expect_error(read, path, *parts, field: str | None = ...):
+    """read() raises DataError (never another exception) whose message names the file and every part, with the
+    file as its `path` attribute (and `field`, when given, as its field attribute)."""
     with pytest.raises(DataError) as e:
         read()
     msg = str(e.value)
-    assert str(path) in msg, msg
+    assert e.value.path == str(path) and msg == f"{path}: {e.value.message}", (e.value.path, msg)
+    assert "\n" not in msg
     for part in parts:
-        assert part in msg, (part, msg)
+        assert part in e.value.message, (part, msg)
+    if field is not ...:
+        assert e.value.field == field, (e.value.field, msg)
     return msg
 
 
@@ -192,8 +201,50 @@ HRNET_BAD = [
 @pytest.mark.parametrize("name,edit,parts", HRNET_BAD, ids=[c[0] for c in HRNET_BAD])
 def test_hrnet_json_bad_values(tmp_path, name, edit, parts):
     p = _edit_json(VALID / "valid_first200.json", tmp_path / "train.json", edit)
-    _expect_error(lambda: readers.read_mpii_json(p), p, *parts)
-    _expect_error(lambda: readers.read_annotations(p), p, *parts)
+    field = name.split("-")[0]  # the case's name starts with the field, but for:
+    field = {"vis": "joints_vis", "entry": "joints"}.get(field, field)  # a non-object entry: the first field read
+    _expect_error(lambda: readers.read_mpii_json(p), p, *parts, field=field)
+    _expect_error(lambda: readers.read_annotations(p), p, *parts, field=field)
+
+
+def test_data_error_attributes_and_pickle(tmp_path):
+    import pickle
+
+    e = DataError("entry 3 field 'scale': expected a positive number, got -1", path=tmp_path / "a.json",
+                  field="scale")
+    assert str(e) == f"{tmp_path / 'a.json'}: entry 3 field 'scale': expected a positive number, got -1"
+    assert (e.path, e.field, e.message) == (str(tmp_path / "a.json"), "scale", "entry 3 field 'scale': expected a "
+                                                                              "positive number, got -1")
+    back = pickle.loads(pickle.dumps(e))  # a DataError raised in a worker process keeps its attributes
+    assert (str(back), back.path, back.field, back.message) == (str(e), e.path, e.field, e.message)
+    plain = DataError("no usable poses")
+    assert (str(plain), plain.path, plain.field) == ("no usable poses", None, None)
+    assert isinstance(e, ValueError)
+
+
+def _savemat(**arrays):
+    def make(p):
+        import scipy.io
+
+        scipy.io.savemat(p, arrays)
+    return make
+
+
+# (file name, reader, how to make the bad file, the field at fault: None where the file as a whole is)
+FILE_ERRORS = [
+    ("a.json", readers.read_mpii_json, lambda p: p.write_text("[1"), None),
+    ("a.h5", readers.read_mpii_h5, lambda p: p.write_bytes(b"\x89HDF not really"), None),
+    ("a.mat", readers.read_gt_mat, _savemat(pos_gt_src=np.zeros((16, 2, 3))), "jnt_missing"),
+    ("a.mat", readers.read_lsp_mat, _savemat(joints=np.zeros((2, 14, 5))), "joints"),
+    ("a.txt", readers.read_visibility, lambda p: p.write_text("[]"), None),  # neither .h5 nor .json
+]
+
+
+@pytest.mark.parametrize("name,read,make,field", FILE_ERRORS, ids=[c[1].__name__ for c in FILE_ERRORS])
+def test_file_level_errors_carry_path_and_field(tmp_path, name, read, make, field):
+    make(tmp_path / name)
+    _expect_error(lambda: read(tmp_path / name), tmp_path / name, field=field)
+    _expect_error(lambda: read(tmp_path / "missing.json"), tmp_path / "missing.json", "file not found", field=None)
 
 
 def test_hrnet_json_top_level_and_visibility_count(tmp_path):
@@ -299,7 +350,8 @@ H5_BAD = [
 @pytest.mark.parametrize("change,parts", H5_BAD)
 def test_h5_bad_values(tmp_path, change, parts):
     p = _h5_copy(tmp_path, change)
-    _expect_error(lambda: readers.read_mpii_h5(p), p, *parts)
+    field = next(part.split("'")[1] for part in parts if "'" in part)  # "dataset 'scale'" -> scale
+    _expect_error(lambda: readers.read_mpii_h5(p), p, *parts, field=field)
 
 
 def test_h5_char_matrix_names_and_short_imgname_in_split(tmp_path):
@@ -356,7 +408,8 @@ GT_BAD = [
 @pytest.mark.parametrize("change,parts", GT_BAD)
 def test_gt_mat_bad_values(tmp_path, change, parts):
     p = _mat_copy(tmp_path, change)
-    _expect_error(lambda: readers.read_gt_mat(p), p, *parts)
+    field = parts[0].split("'")[1]  # "key 'pos_gt_src'" -> pos_gt_src
+    _expect_error(lambda: readers.read_gt_mat(p), p, *parts, field=field)
 
 
 def test_lsp_mat_bad_values(tmp_path):
@@ -394,7 +447,7 @@ def test_kaggle_csv_bad_cells(tmp_path, cell, value, parts):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _expect_error(lambda: readers.read_mpii_csv(p), p, *parts)
+    _expect_error(lambda: readers.read_mpii_csv(p), p, *parts, field=cell)
 
 
 def test_binary_garbage_in_text_formats(tmp_path):
@@ -402,3 +455,31 @@ def test_binary_garbage_in_text_formats(tmp_path):
         p = tmp_path / name
         p.write_bytes(b"\x00\xff\xfe garbage \x80" * 10)
         _expect_error(lambda p=p: readers.read_annotations(p), p)
+
+
+def test_split_records_raises_the_first_problem_or_lists_every_bad_file(tmp_path):
+    root = tmp_path / "root"
+    ann = root / "mpii" / "annotations"
+    ann.mkdir(parents=True)  # no images/
+    (ann / "valid.h5").write_bytes(b"not hdf5")
+    (ann / "gt_valid.mat").write_text("not a mat file")
+    (ann / "valid.json").write_text("[")
+    files = readers.split_files("mpii", root, "valid")
+    assert files == {"images": root / "mpii" / "images", "annotations": ann / "valid.json",
+                     "visibility": ann / "valid.h5", "head_boxes": ann / "gt_valid.mat"}
+    with pytest.raises(DataError) as e:
+        readers.split_records("mpii", root, "valid")
+    assert e.value.path == str(files["images"]) and "image directory not found" in e.value.message
+    problems = []
+    assert readers.split_records("mpii", root, "valid", problems) is None
+    assert [p.path for p in problems] == [str(files[k]) for k in ("images", "visibility", "head_boxes", "annotations")]
+    (root / "mpii" / "images").mkdir()
+    (ann / "valid.h5").unlink()
+    (ann / "gt_valid.mat").unlink()
+    (ann / "valid.json").write_text((SAMPLES / "test_mpii.json").read_text())
+    problems = []
+    records = readers.split_records("mpii", root, "valid", problems)
+    assert problems == [] and [r.image for r in records] == [r.image for r in readers.mpii_split(root, "valid")]
+    assert readers.split_files("lsp", root, "valid") == {"images": root / "lsp" / "images",
+                                                         "annotations": root / "lsp" / "joints.mat"}
+    assert readers.split_files("lsp", root, "train")["extended"] == root / "lsp_ext" / "joints.mat"

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from pbn import stats
+from pbn.pck import CONVENTIONS, image_index, pck_interval
 
 
-def _interval(hits: np.ndarray, mask: np.ndarray, resamples: int = stats.RESAMPLES) -> tuple[float, float]:
-    """pck_interval of the hrnet Mean on given per-joint hits: errors 0 (hit) or 1 (miss), alpha 0.5."""
-    from pbn.evaluate import CONVENTIONS, pck_interval
-
+def _interval(hits: np.ndarray, mask: np.ndarray, resamples: int = stats.RESAMPLES, images=None,
+              convention: str = "hrnet") -> tuple[float, float]:
+    """pck_interval of the Mean on given per-joint hits: errors 0 (hit) or 1 (miss), alpha 0.5."""
     err = np.where(hits, 0.0, 1.0)
-    return pck_interval(err, mask, np.ones(hits.shape[1], bool), 0.5, CONVENTIONS["hrnet"], resamples)
+    return pck_interval(err, mask, np.ones(hits.shape[1], bool), 0.5, CONVENTIONS[convention], resamples,
+                        images=images)
 
 
 def test_pck_interval_matches_the_binomial_interval():
@@ -41,6 +42,43 @@ def test_pck_interval_covers_the_truth_about_95_percent_of_the_time():
         lo, hi = _interval(hits, mask, resamples=400)
         covered += lo <= 40.0 <= hi
     assert 0.90 <= covered / 300 <= 0.99
+
+
+def test_image_bootstrap_of_perfectly_correlated_pairs_is_sqrt2_wider():
+    # 1000 images of two people whose hits are identical (one joint each, p ~ 0.3). Resampling people treats
+    # the 2000 as independent: half-width 1.96 sqrt(p(1-p)/2000). Resampling images (the pair together)
+    # has 1000 independent units, each contributing 2 x the same hit: half-width 1.96 sqrt(p(1-p)/1000),
+    # sqrt(2) = 1.414 times wider. Each half-width carries Monte Carlo error from its 1000 resamples: the
+    # sd of a 2.5%/97.5% sample quantile of 1000 normal draws is sqrt(0.025 x 0.975 / 1000) / phi(1.96) =
+    # 0.084 sd, so the half-width (hi - lo) / 2 has sd 0.084 / sqrt(2) = 0.060 sd, 3.0% of its 1.96 sd;
+    # the ratio of two independent ones 4.3%. rel=0.15 is a 3.5-sigma margin, and the person bootstrap's
+    # ratio of 1 (what the image ids would give if ignored) is 29% below sqrt(2): it fails.
+    hits = np.random.default_rng(5).random((1000, 1)) < 0.3
+    pairs = np.repeat(hits, 2, axis=0)  # people 2i and 2i + 1 share image i and its hit
+    images = np.repeat(np.arange(1000), 2)
+    lo_p, hi_p = _interval(pairs, np.ones_like(pairs))
+    lo_i, hi_i = _interval(pairs, np.ones_like(pairs), images=images)
+    assert lo_i < 100 * pairs.mean() < hi_i
+    assert (hi_i - lo_i) / (hi_p - lo_p) == pytest.approx(math.sqrt(2), rel=0.15)
+    # the image bootstrap of the pairs is the person bootstrap of one person per image: same counts, same data
+    assert (lo_i, hi_i) == _interval(hits, np.ones_like(hits))
+    # the people of an image need not be adjacent: shuffled, the pairs are still resampled together
+    order = np.random.default_rng(6).permutation(2000)
+    lo_s, hi_s = _interval(pairs[order], np.ones_like(pairs), images=images[order])
+    assert (hi_s - lo_s) / (hi_p - lo_p) == pytest.approx(math.sqrt(2), rel=0.15)
+
+
+def test_one_person_per_image_equals_the_person_bootstrap_exactly():
+    rng = np.random.default_rng(7)
+    mask = np.arange(16)[None, :] < rng.integers(1, 17, 300)[:, None]
+    hits = rng.random((300, 16)) < 0.6
+    ids = [f"img{(i * 7919) % 1000:04d}.jpg" for i in range(300)]  # distinct, not in sorted order
+    for conv in ("hrnet", "pytorch-pose"):
+        assert _interval(hits, mask, images=ids, convention=conv) == _interval(hits, mask, convention=conv)
+    assert image_index(ids, 300).tolist() == list(range(300))
+    assert image_index(["b", "a", "b", "c", "a"], 5).tolist() == [0, 1, 0, 2, 1]  # first appearance order
+    with pytest.raises(ValueError, match="2 image ids for 3 people"):
+        image_index(["a", "b"], 3)
 
 
 def test_pck_interval_without_joints_is_nan():

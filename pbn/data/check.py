@@ -1,7 +1,7 @@
 """Check a data root before training: `python -m pbn.data.check --data {mpii,lsp} --data-root DIR`.
 
-For the train and the validation (LSP: test) split, read exactly as pbn.data.dataset.load_source reads
-them (readers.mpii_split / readers.lsp_split_records, then train_limit / val_limit):
+For the train and the validation (LSP: test) split, read as training reads them (readers.split_records, the
+function pbn.data.dataset.load_source calls, then train_limit / val_limit):
   - every annotation file is well formed (one message per bad file, not just the first);
   - every referenced image exists and decodes completely. OpenCV 4 decodes a truncated JPEG without an
     error (the missing part comes out grey; libjpeg only prints "Premature end of JPEG file"), so a JPEG
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -34,13 +35,15 @@ import numpy as np
 from pbn.atomic import atomic_write_text
 from pbn.config import PRESETS
 from pbn.data import readers
-from pbn.data.records import DataError, PoseRecord
+from pbn.data.records import DataError, PoseRecord, limit_records
 
 CHECK_VERSION = 1  # bump when a verdict's rules change: older cache files are then ignored
 FIRST_SHOWN = 3  # bad files named in require_valid_data's message
 _CHUNK = 32  # images per thread task
 
 _PNG = b"\x89PNG\r\n\x1a\n"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -187,75 +190,35 @@ def _save_cache(path: Path, entries: dict[str, list]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"version": CHECK_VERSION, "entries": entries}, separators=(",", ":")))
     except OSError as e:  # a read-only cache directory must not fail the check
-        print(f"warning: data check cache not written ({e})", file=sys.stderr)
+        log.warning("data check cache not written (%s)", e)
 
 
 # ------------------------------------------------------------------------------------ annotations
-def _attribute(e: DataError, candidates: list[Path], default: Path) -> tuple[str, str]:
-    """A reader's "<path>: <reason>" as (path, reason)."""
-    msg = str(e)
-    for p in [*candidates, default]:
-        if msg.startswith(f"{p}: "):
-            return str(p), msg[len(str(p)) + 2:]
-    return str(default), msg
-
-
-def _limit(records: list[PoseRecord], limit: int | None) -> list[PoseRecord]:
-    return records[:limit] if limit else records  # as load_source's _limit
-
-
-def _mpii(root: Path, bad: list) -> dict[str, tuple[list[PoseRecord] | None, Path, str]]:
-    """MPII splits as load_source reads them: {split: (records or None if unreadable, annotation file, note)}."""
-    ann = root / "mpii" / "annotations"
-    images = root / "mpii" / "images"
-    if not images.is_dir():
-        bad.append((str(images), "MPII image directory not found (see README, 'Data layout')"))
-    aux_bad = set()
-    for name, read in (("train.h5", readers.read_visibility), ("valid.h5", readers.read_visibility),
-                       ("gt_valid.mat", readers.read_gt_mat)):
-        if (ann / name).exists():
-            try:
-                read(ann / name)
-            except DataError as e:
-                bad.append(_attribute(e, [ann / name], ann / name))
-                aux_bad.add(name)
+def _splits(data: str, root: Path, bad: list) -> dict[str, tuple[list[PoseRecord] | None, Path, str]]:
+    """Both splits as load_source reads them (readers.split_records), every bad annotation file added to `bad`
+    once: {split: (records or None if unreadable, the annotation file its size is blamed on, note)}."""
     out = {}
     for split in ("train", "valid"):
-        json_path = ann / f"{split}.json"
-        needs = {f"{split}.h5"} | ({"gt_valid.mat"} if split == "valid" else set())
-        records = None
-        try:
-            if aux_bad & needs or not images.is_dir():  # mpii_split would stop there: check the JSON alone
-                readers.read_mpii_json(json_path)
-            else:
-                records = readers.mpii_split(root, split)
-        except DataError as e:
-            bad.append(_attribute(e, [json_path, ann / f"{split}.h5", ann / "gt_valid.mat", images], json_path))
-        out[split] = (records, json_path, "")
+        problems: list[DataError] = []
+        records = readers.split_records(data, root, split, problems)
+        ann = readers.split_files(data, root, split)["annotations"]
+        for e in problems:  # a file both splits read (LSP's joints.mat, a missing image directory) fails twice
+            entry = (e.path, e.message) if e.path is not None else (str(ann), str(e))
+            if entry not in bad:
+                bad.append(entry)
+        note = ""
+        if data == "lsp" and split == "valid" and records == []:  # the one case the note is shown
+            note = f" (LSP's test split, images 1001-2000 of {_people(ann)})"
+        out[split] = (records, ann, note)
     return out
 
 
-def _lsp(root: Path, bad: list) -> dict[str, tuple[list[PoseRecord] | None, Path, str]]:
-    """LSP splits as load_source reads them (its validation split is LSP's test split, images 1001-2000)."""
-    main, ext = root / "lsp" / "joints.mat", root / "lsp_ext" / "joints.mat"
-    readable = {}
-    for path in (main, ext):
-        if path == main or path.exists():
-            try:
-                readable[path] = len(readers.read_lsp_mat(path))
-            except DataError as e:
-                bad.append(_attribute(e, [path], path))
-    out = {}
-    for split, lsp_name in (("train", "train"), ("valid", "test")):
-        records = None
-        if main in readable and (split == "valid" or not ext.exists() or ext in readable):
-            try:
-                records = readers.lsp_split_records(root, lsp_name)
-            except DataError as e:
-                bad.append(_attribute(e, [main, ext], main))
-        note = "" if split == "train" else f" (LSP's test split, images 1001-2000 of {readable.get(main, 0)})"
-        out[split] = (records, main, note)
-    return out
+def _people(lsp_joints: Path) -> int:
+    """People in LSP's joints.mat (0 if unreadable): named in the note of a too-short test split."""
+    try:
+        return len(readers.read_lsp_mat(lsp_joints))
+    except DataError:
+        return 0
 
 
 # -------------------------------------------------------------------------------------- check_data
@@ -272,13 +235,13 @@ def check_data(cfg, jobs: int | None = None, use_cache: bool = True, executor: s
         report.bad.append((str(root), "data root directory not found"))
         report.seconds = time.perf_counter() - start
         return report
-    splits = (_mpii if cfg.data == "mpii" else _lsp)(root, report.bad)
+    splits = _splits(cfg.data, root, report.bad)
     images: dict[str, None] = {}
     for split, (records, ann_path, note) in splits.items():
         if records is None:
             continue
         limit_name = "train_limit" if split == "train" else "val_limit"
-        records = _limit(records, getattr(cfg, limit_name))
+        records = limit_records(records, getattr(cfg, limit_name))
         report.counts[split] = len(records)
         need = cfg.batch_size if split == "train" else 1
         if len(records) < need:
@@ -381,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", choices=("thread", "process"), default="thread",
                    help="parallel decoding in threads (default, faster here) or processes")
     a = p.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s")  # the library's warnings (e.g. cache not written)
     for name in ("batch_size", "jobs", "train_limit", "val_limit"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(a, name)}")

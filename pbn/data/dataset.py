@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from pbn.data import readers, transforms
-from pbn.data.records import DataError, PoseRecord
-from pbn.evaluate import as_metrics, lsp_pck, mpii_pckh
+from pbn.data.records import DataError, PoseRecord, limit_records
 from pbn.heatmaps import HeatmapCodec
+from pbn.pck import as_metrics, lsp_pck, mpii_pckh
 from pbn.skeleton import LSP_TO_MPII, MISSING, MPII_FLIP_PAIRS, NUM_JOINTS
 
 MEAN = np.array([0.406, 0.456, 0.485], dtype=np.float32) * 255  # BGR (OpenCV order)
@@ -46,24 +46,29 @@ class Source:
 
 
 def pckh_scorer(records: list[PoseRecord]) -> Callable[[np.ndarray], dict]:
-    """MPII's protocol (synthetic data uses it too): PCKh@0.5, hrnet convention, with intervals."""
+    """MPII's protocol (synthetic data uses it too): PCKh@0.5, hrnet convention, with intervals over images
+    (the people of one image, records with the same `image`, are resampled together)."""
     gt = np.stack([r.joints for r in records]).astype(np.float64)
     head = np.array([np.nan if r.head_size is None else r.head_size for r in records], dtype=np.float64)
+    images = [r.image for r in records]
 
     def score(preds: np.ndarray) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing visibility is reported as NaN columns
-            return as_metrics(mpii_pckh(preds, gt[..., :2], gt[..., 2], head, intervals=True))
+            return as_metrics(mpii_pckh(preds, gt[..., :2], gt[..., 2], head, intervals=True, images=images))
 
     return score
 
 
 def lsp_scorer(original: list[PoseRecord]) -> Callable[[np.ndarray], dict]:
-    """LSP's protocol: PCK@0.2 of the 14 LSP joints, taken from the model's 16 MPII-ordered outputs."""
+    """LSP's protocol: PCK@0.2 of the 14 LSP joints, taken from the model's 16 MPII-ordered outputs; intervals
+    over images (records with the same `image` resampled together)."""
     gt = np.stack([r.joints for r in original]).astype(np.float64)
+    images = [r.image for r in original]
 
     def score(preds: np.ndarray) -> dict:
-        return as_metrics(lsp_pck(preds[:, list(LSP_TO_MPII)], gt[..., :2], gt[..., 2], intervals=True))
+        return as_metrics(lsp_pck(preds[:, list(LSP_TO_MPII)], gt[..., :2], gt[..., 2], intervals=True,
+                                  images=images))
 
     return score
 
@@ -79,7 +84,7 @@ def _file_loader(records: list[PoseRecord]) -> Callable[[int, int], np.ndarray]:
     def load(i: int, reduction: int = 1) -> np.ndarray:
         img = cv2.imread(records[i].image, _REDUCED[reduction])
         if img is None:
-            raise DataError(f"{records[i].image}: cannot read or decode the image")
+            raise DataError("cannot read or decode the image", path=records[i].image)
         return img
 
     return load
@@ -122,12 +127,11 @@ def load_source(cfg, split: str) -> Source:
         return Source("synthetic", records, syn.load_image, pckh_scorer(records), pose_records=syn.pose_records)
     root = Path(cfg.data_root)
     if not root.is_dir():
-        raise DataError(f"data_root {root}: directory not found")
+        raise DataError("data root directory not found", path=root, field="data_root")
+    original = _limit(readers.split_records(cfg.data, root, split), cfg, split)  # what pbn.data.check checks
     if cfg.data == "mpii":
-        records = _limit(readers.mpii_split(root, split), cfg, split)
-        score = pckh_scorer(records)
+        records, score = original, pckh_scorer(original)
     else:
-        original = _limit(readers.lsp_split_records(root, "train" if split == "train" else "test"), cfg, split)
         records, score = [_lsp_to_mpii(r) for r in original], lsp_scorer(original)
     if not records:
         raise DataError(f"{cfg.data} {split} split under {root} is empty")
@@ -137,8 +141,7 @@ def load_source(cfg, split: str) -> Source:
 
 
 def _limit(records, cfg, split):
-    limit = cfg.train_limit if split == "train" else cfg.val_limit
-    return records[:limit] if limit else records
+    return limit_records(records, cfg.train_limit if split == "train" else cfg.val_limit)
 
 
 class PoseDataset(Dataset):

@@ -5,7 +5,7 @@ reference convention c_y += 15 s, s *= 1.25 (crop box side 200 s), applied once,
 
 A malformed file never ends in a traceback: every value is checked for type, shape and finiteness (and a
 scale for being positive) before use, and a problem raises DataError naming the file, the entry (person)
-index, the field and what was expected.
+index, the field and what was expected; the file and the field are also its `path` and `field` attributes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pbn.skeleton import LSP_JOINTS, MPII_JOINTS, NUM_JOINTS, PCKH_SC_BIAS
 def _need_file(path) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: file not found")
+        raise DataError("file not found", path=p)
     return p
 
 
@@ -33,11 +33,11 @@ def _load_json(path) -> object:
     try:
         return json.loads(p.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+        raise DataError(f"not valid JSON ({e})", path=p) from None
     except RecursionError:
-        raise DataError(f"{p}: not valid JSON (nested too deeply)") from None
+        raise DataError("not valid JSON (nested too deeply)", path=p) from None
     except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
+        raise DataError(f"cannot read ({e.strerror or e})", path=p) from None
 
 
 # ------------------------------------------------------------------------------- value checking
@@ -76,66 +76,69 @@ def _first_bad(mask: np.ndarray) -> str:
     return str(idx[0]) if len(idx) == 1 else str(list(idx))
 
 
-def _array(value, shape, what: str, finite: bool = True) -> np.ndarray:
-    """value -> float64 array of exactly `shape` (None: any size), or DataError '<what>: expected ...'.
+def _array(value, shape, what: str, finite: bool = True, path=None, field: str | None = None) -> np.ndarray:
+    """value -> float64 array of exactly `shape` (None: any size), or DataError '<what>: expected ...' (what:
+    where in the file, e.g. "entry 7 field 'center'"; path and field: the DataError's attributes).
     Strings, null, objects and ragged lists are refused (numpy would turn '1.5' into a number)."""
     try:
         a = np.asarray(value)
     except ValueError:  # ragged nested lists
         a = None
     if a is None or a.dtype.kind not in "biuf" or (a.ndim == 0 and len(shape) > 0):
-        raise DataError(f"{what}: expected {_dims(shape) or 'a number'} numbers, got {_describe(value)}")
+        raise DataError(f"{what}: expected {_dims(shape) or 'a number'} numbers, got {_describe(value)}", path, field)
     if a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
-        raise DataError(f"{what}: expected {_dims(shape)} numbers, got shape {a.shape}")
+        raise DataError(f"{what}: expected {_dims(shape)} numbers, got shape {a.shape}", path, field)
     a = a.astype(np.float64)
     if finite and not np.isfinite(a).all():
         at = "" if a.ndim == 0 else f" at index {_first_bad(~np.isfinite(a))}"
-        raise DataError(f"{what}: expected finite numbers, got NaN or infinity{at}")
+        raise DataError(f"{what}: expected finite numbers, got NaN or infinity{at}", path, field)
     return a
 
 
-def _number(value, what: str, positive: bool = False) -> float:
+def _number(value, what: str, positive: bool = False, path=None, field: str | None = None) -> float:
     """A finite (and, if asked, positive) number; bools, strings and null are refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise DataError(f"{what}: expected {'a positive' if positive else 'a'} number, got {_describe(value)}")
+        raise DataError(f"{what}: expected {'a positive' if positive else 'a'} number, got {_describe(value)}",
+                        path, field)
     v = float(value)
     if not np.isfinite(v):
-        raise DataError(f"{what}: expected a finite number, got {v}")
+        raise DataError(f"{what}: expected a finite number, got {v}", path, field)
     if positive and v <= 0:
-        raise DataError(f"{what}: expected a positive number, got {v:g}")
+        raise DataError(f"{what}: expected a positive number, got {v:g}", path, field)
     return v
 
 
-def _text(value, what: str) -> str:
+def _text(value, what: str, path=None, field: str | None = None) -> str:
     if not isinstance(value, str) or not value:
-        raise DataError(f"{what}: expected a non-empty string (an image file name), got {_describe(value)}")
+        raise DataError(f"{what}: expected a non-empty string (an image file name), got {_describe(value)}",
+                        path, field)
     return value
 
 
 def _entries(data, path, what: str) -> list:
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of people ({what}), got {_describe(data)}")
+        raise DataError(f"expected a JSON list of people ({what}), got {_describe(data)}", path)
     return data
 
 
 def _field(entry, key: str, path, i: int):
     if not isinstance(entry, dict):
-        raise DataError(f"{path}: entry {i}: expected an object with field {key!r}, got {_describe(entry)}")
+        raise DataError(f"entry {i}: expected an object with field {key!r}, got {_describe(entry)}", path, key)
     if key not in entry:
-        raise DataError(f"{path}: entry {i} has no field {key!r}")
+        raise DataError(f"entry {i} has no field {key!r}", path, key)
     return entry[key]
 
 
 # A column spec: a shape tuple (numbers of that shape; finite unless the key is in `loose`), "number",
 # "positive" (a finite number > 0) or "text" (a non-empty string).
 def _entry_value(entry, key: str, kind, path, i: int, finite: bool = True):
-    what = f"{path}: entry {i} field {key!r}"
+    what = f"entry {i} field {key!r}"
     value = _field(entry, key, path, i)
     if kind == "text":
-        return _text(value, what)
+        return _text(value, what, path, key)
     if kind in ("number", "positive"):
-        return _number(value, what, positive=kind == "positive")
-    return _array(value, kind, what, finite)
+        return _number(value, what, kind == "positive", path, key)
+    return _array(value, kind, what, finite, path, key)
 
 
 def _fast_column(values: list, kind, finite: bool):
@@ -176,18 +179,18 @@ def _json_columns(data: list, path, spec: dict, loose: tuple[str, ...] = ()) -> 
     return out
 
 
-def _positive_rows(a: np.ndarray, what: str) -> None:
-    """Every element of a 1-D array > 0, or DataError naming the first entry that is not."""
+def _positive_rows(a: np.ndarray, path, key: str) -> None:
+    """Every element of a 1-D array (an .h5 dataset) > 0, or DataError naming the first entry that is not."""
     bad = ~(a > 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{what}: expected positive numbers, got {a[i]:g} at entry {i}")
+        raise DataError(f"dataset {key!r}: expected positive numbers, got {a[i]:g} at entry {i}", path, key)
 
 
 def mpii_centre_scale(centre, scale, one_based: bool = True) -> tuple[np.ndarray, float]:
     """Raw MPII objpos/scale -> the crop convention (0-based, c_y += 15 s, s *= 1.25)."""
-    c = _array(centre, (2,), "centre") - (1.0 if one_based else 0.0)
-    s = _number(scale, "scale", positive=True)
+    c = _array(centre, (2,), "centre", field="centre") - (1.0 if one_based else 0.0)
+    s = _number(scale, "scale", positive=True, field="scale")
     c = np.array([c[0], c[1] + 15.0 * s])
     return c, 1.25 * s
 
@@ -196,13 +199,13 @@ def _image_path(name: str, image_dir) -> str:
     return str(Path(image_dir) / name) if image_dir else name
 
 
-def _annotated_finite(xy: np.ndarray, annotated: np.ndarray, what: str) -> None:
+def _annotated_finite(xy: np.ndarray, annotated: np.ndarray, path, where: str, field: str) -> None:
     """xy [N, K, 2+], annotated [N, K]: coordinates of annotated joints must be finite (a missing joint's
-    placeholder may be anything). what: '<file>: ... field ...' with {i} for the entry index."""
+    placeholder may be anything). where: "field 'joints'" or "key 'pos_gt_src'", after "entry <i> "."""
     bad = annotated & ~np.isfinite(xy).all(-1)
     if bad.any():
         i, k = (int(v) for v in np.argwhere(bad)[0])
-        raise DataError(f"{what.replace('{i}', str(i))}: annotated joint {k} has a NaN or infinite coordinate")
+        raise DataError(f"entry {i} {where}: annotated joint {k} has a NaN or infinite coordinate", path, field)
 
 
 def _mpii_crop(centre: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +236,7 @@ def read_mpii_json(path, image_dir=None, visibility=None, head_sizes=None) -> li
             "image": "text"}
     col = _json_columns(data, path, spec, loose=("joints",))
     annotated = col["joints_vis"] > 0
-    _annotated_finite(col["joints"], annotated, f"{path}: entry {{i}} field 'joints'")
+    _annotated_finite(col["joints"], annotated, path, "field 'joints'", "joints")
     flags = flags_from(annotated, visibility)
     xy = np.where(annotated[..., None], col["joints"] - 1.0, 0.0)
     centre, scale = _mpii_crop(col["center"], col["scale"])
@@ -252,7 +255,7 @@ def read_bearpaw_json(path, image_dir=None, split: str | None = None) -> list[Po
     col = _json_columns(data, path, spec, loose=("joint_self",))
     js = col["joint_self"]
     annotated = (js[..., 0] != 0) | (js[..., 1] != 0)
-    _annotated_finite(js, annotated, f"{path}: entry {{i}} field 'joint_self'")
+    _annotated_finite(js, annotated, path, "field 'joint_self'", "joint_self")
     flags = flags_from(annotated, js[..., 2] > 0)
     xy = np.where(annotated[..., None], js[..., :2] - 1.0, 0.0)
     centre, scale = _mpii_crop(col["objpos"], col["scale_provided"])
@@ -269,25 +272,25 @@ def _h5(path):
     try:
         return h5py.File(p, "r")
     except OSError as e:
-        raise DataError(f"{p}: not a readable HDF5 file ({e})") from None
+        raise DataError(f"not a readable HDF5 file ({e})", path=p) from None
 
 
 def _h5_get(f, key: str, path):
     import h5py
 
     if key not in f:
-        raise DataError(f"{path}: missing dataset {key!r} (have {sorted(f.keys())})")
+        raise DataError(f"missing dataset {key!r} (have {sorted(f.keys())})", path, key)
     d = f[key]
     if not isinstance(d, h5py.Dataset):
-        raise DataError(f"{path}: {key!r} is a group, expected a dataset")
+        raise DataError(f"{key!r} is a group, expected a dataset", path, key)
     try:
         return d[()]
     except (OSError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: dataset {key!r} cannot be read ({e})") from None
+        raise DataError(f"dataset {key!r} cannot be read ({e})", path, key) from None
 
 
 def _h5_numbers(f, key: str, shape, path) -> np.ndarray:
-    return _array(_h5_get(f, key, path), shape, f"{path}: dataset {key!r}")
+    return _array(_h5_get(f, key, path), shape, f"dataset {key!r}", path=path, field=key)
 
 
 def _h5_names(f, path) -> list[str]:
@@ -299,10 +302,10 @@ def _h5_names(f, path) -> list[str]:
     elif a.ndim == 2 and a.dtype.kind in "ui":
         names = [bytes(row.astype(np.uint8)).split(b"\0", 1)[0].decode("utf-8", "replace") for row in a]
     else:
-        raise DataError(f"{path}: dataset 'imgname': expected N strings (or an N x L char matrix), got "
-                        f"{_describe(a)}")
+        raise DataError(f"dataset 'imgname': expected N strings (or an N x L char matrix), got {_describe(a)}",
+                        path, "imgname")
     for i, n in enumerate(names):
-        _text(n, f"{path}: entry {i} dataset 'imgname'")
+        _text(n, f"entry {i} dataset 'imgname'", path, "imgname")
     return names
 
 
@@ -319,11 +322,12 @@ def load_mat(path, required: tuple[str, ...]) -> dict:
     try:
         m = scipy.io.loadmat(p)
     except Exception as e:  # scipy raises several unrelated types for a bad file
-        raise DataError(f"{p}: not a readable .mat file ({e})") from None
+        raise DataError(f"not a readable .mat file ({e})", path=p) from None
     missing = [k for k in required if k not in m]
     if missing:
         have = [k for k in m if not k.startswith("__")]
-        raise DataError(f"{p}: missing key{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} (have {have})")
+        raise DataError(f"missing key{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} (have {have})",
+                        p, missing[0])
     return m
 
 
@@ -338,9 +342,9 @@ def read_mpii_h5(path, image_dir=None) -> list[PoseRecord]:
         centre = _h5_numbers(f, "center", (n, 2), path)
         scale = _h5_numbers(f, "scale", (n,), path)
         norm = _h5_numbers(f, "normalize", (n,), path) if "normalize" in f else None
-    _positive_rows(scale, f"{path}: dataset 'scale'")
+    _positive_rows(scale, path, "scale")
     if norm is not None:
-        _positive_rows(norm, f"{path}: dataset 'normalize'")
+        _positive_rows(norm, path, "normalize")
     annotated = (part[..., 0] != 0) | (part[..., 1] != 0)
     flags = flags_from(annotated, visible > 0)
     xy = np.where(annotated[..., None], part - 1.0, 0.0)
@@ -354,20 +358,21 @@ def read_gt_mat(path) -> dict[str, np.ndarray]:
     m = load_mat(p, ("pos_gt_src", "jnt_missing", "headboxes_src"))
     if all(np.ndim(m[k]) == 2 for k in ("pos_gt_src", "headboxes_src")):  # MATLAB drops a trailing 1: N = 1
         m = {**m, "pos_gt_src": m["pos_gt_src"][..., None], "headboxes_src": m["headboxes_src"][..., None]}
-    pos = _array(m["pos_gt_src"], (NUM_JOINTS, 2, None), f"{p}: key 'pos_gt_src'", finite=False)
+    pos = _array(m["pos_gt_src"], (NUM_JOINTS, 2, None), "key 'pos_gt_src'", False, p, "pos_gt_src")
     n = pos.shape[2]
-    miss = _array(m["jnt_missing"], (NUM_JOINTS, n), f"{p}: key 'jnt_missing' (for {n} people in pos_gt_src)")
-    hb = _array(m["headboxes_src"], (2, 2, n), f"{p}: key 'headboxes_src' (for {n} people in pos_gt_src)",
-                finite=False)
+    miss = _array(m["jnt_missing"], (NUM_JOINTS, n), f"key 'jnt_missing' (for {n} people in pos_gt_src)",
+                  path=p, field="jnt_missing")
+    hb = _array(m["headboxes_src"], (2, 2, n), f"key 'headboxes_src' (for {n} people in pos_gt_src)", False, p,
+                "headboxes_src")
     annotated = (miss == 0).T
     joints = np.transpose(pos, (2, 0, 1)) - 1.0
-    _annotated_finite(joints, annotated, f"{p}: entry {{i}} key 'pos_gt_src'")
+    _annotated_finite(joints, annotated, p, "key 'pos_gt_src'", "pos_gt_src")
     head = PCKH_SC_BIAS * np.linalg.norm(hb[1] - hb[0], axis=0)
     bad = annotated.any(1) & ~(head > 0)  # NaN, inf - inf or a zero-size box, for a person that is scored
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{p}: entry {i} key 'headboxes_src': expected a head box of positive finite size, got "
-                        f"corners {hb[:, :, i].tolist()}")
+        raise DataError(f"entry {i} key 'headboxes_src': expected a head box of positive finite size, got "
+                        f"corners {hb[:, :, i].tolist()}", p, "headboxes_src")
     return {"joints": joints, "annotated": annotated, "head_size": head}
 
 
@@ -383,15 +388,16 @@ def read_visibility(path) -> np.ndarray:
         v = js[..., 2] if data else np.zeros((0, NUM_JOINTS))
         if not np.isfinite(v).all():
             i, k = (int(x) for x in np.argwhere(~np.isfinite(v))[0])
-            raise DataError(f"{p}: entry {i} field 'joint_self': joint {k} has a NaN or infinite visibility")
+            raise DataError(f"entry {i} field 'joint_self': joint {k} has a NaN or infinite visibility", p,
+                            "joint_self")
     else:
-        raise DataError(f"{p}: visibility must be a .h5 (valid.h5) or a .json (bearpaw joint_self)")
+        raise DataError("visibility must be a .h5 (valid.h5) or a .json (bearpaw joint_self)", path=p)
     return v > 0
 
 
 def _check_n(arr, n: int, path, what: str) -> None:
     if arr is not None and len(arr) != n:
-        raise DataError(f"{path}: {n} people but {what} has {len(arr)}")
+        raise DataError(f"{n} people but {what} has {len(arr)}", path=path)
 
 
 def read_mpii_csv(path) -> list[PoseRecord]:
@@ -406,12 +412,12 @@ def read_mpii_csv(path) -> list[PoseRecord]:
             reader = csv.DictReader(fh)
             missing = [c for c in need if c not in (reader.fieldnames or [])]
             if missing:
-                raise DataError(f"{p}: missing column(s) {missing}")
+                raise DataError(f"missing column(s) {missing}", p, missing[0])
             records = [r for i, row in enumerate(reader) if (r := _csv_record(row, i, names, p)) is not None]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{p}: not a readable CSV file ({e})") from None
+        raise DataError(f"not a readable CSV file ({e})", path=p) from None
     if not records:
-        raise DataError(f"{p}: no usable poses (need >= 2 annotated joints and a positive Scale)")
+        raise DataError("no usable poses (need >= 2 annotated joints and a positive Scale)", path=p)
     return records
 
 
@@ -421,10 +427,11 @@ def _csv_cell(row: dict, column: str, i: int, path) -> float:
         v = float(text)
     except (TypeError, ValueError):
         got = "an empty cell" if text in (None, "") else _describe(text)
-        raise DataError(f"{path}: entry {i} (data row {i + 1}) column {column!r}: expected a number, got {got}") \
-            from None
+        raise DataError(f"entry {i} (data row {i + 1}) column {column!r}: expected a number, got {got}", path,
+                        column) from None
     if not np.isfinite(v):
-        raise DataError(f"{path}: entry {i} (data row {i + 1}) column {column!r}: expected a finite number, got {v}")
+        raise DataError(f"entry {i} (data row {i + 1}) column {column!r}: expected a finite number, got {v}", path,
+                        column)
     return v
 
 
@@ -432,9 +439,9 @@ def _csv_record(row: dict, i: int, names: list[str], path) -> PoseRecord | None:
     xy = np.array([[_csv_cell(row, f"{n}_{a}", i, path) for a in "XY"] for n in names])
     scale = _csv_cell(row, "Scale", i, path)
     if scale <= 0:
-        raise DataError(f"{path}: entry {i} (data row {i + 1}) column 'Scale': expected a positive number, "
-                        f"got {scale:g}")
-    image = _text(row.get("NAME"), f"{path}: entry {i} (data row {i + 1}) column 'NAME'")
+        raise DataError(f"entry {i} (data row {i + 1}) column 'Scale': expected a positive number, got {scale:g}",
+                        path, "Scale")
+    image = _text(row.get("NAME"), f"entry {i} (data row {i + 1}) column 'NAME'", path, "NAME")
     annotated = (xy[:, 0] >= 0) & (xy[:, 1] >= 0)
     if annotated.sum() < 2:
         return None
@@ -477,8 +484,8 @@ def read_lsp_mat(path, image_dir=None, first_index: int = 1) -> list[PoseRecord]
     if j.ndim == 2 and j.shape in ((3, 14), (14, 3)):  # MATLAB drops a trailing singleton dimension: N = 1
         j = j[:, :, None]
     if j.ndim != 3 or j.shape[:2] not in ((3, 14), (14, 3)):
-        raise DataError(f"{p}: 'joints' must be 3x14xN (LSP) or 14x3xN (LSP-extended), got {_describe(raw)}")
-    j = _array(j, j.shape, f"{p}: key 'joints'", finite=False)
+        raise DataError(f"'joints' must be 3x14xN (LSP) or 14x3xN (LSP-extended), got {_describe(raw)}", p, "joints")
+    j = _array(j, j.shape, "key 'joints'", False, p, "joints")
     if j.shape[:2] == (3, 14):
         xy, flag, digits = np.transpose(j[:2], (2, 1, 0)), j[2].T, 4
         occluded = flag > 0
@@ -488,8 +495,8 @@ def read_lsp_mat(path, image_dir=None, first_index: int = 1) -> list[PoseRecord]
     bad = ~np.isfinite(xy).all(-1) | ~np.isfinite(flag)
     if bad.any():
         i, k = (int(v) for v in np.argwhere(bad)[0])
-        raise DataError(f"{p}: entry {i} (image {first_index + i}) key 'joints': joint {k} has a NaN or infinite "
-                        "coordinate or flag")
+        raise DataError(f"entry {i} (image {first_index + i}) key 'joints': joint {k} has a NaN or infinite "
+                        "coordinate or flag", p, "joints")
     names = [f"im{i:0{digits}d}.jpg" for i in range(first_index, first_index + xy.shape[0])]
     return lsp_records(xy, occluded, names, image_dir)
 
@@ -498,10 +505,10 @@ def read_lsp_json(path, image_dir=None, labels: str = "observer_centric") -> lis
     """The shared LSP JSON: {observer_centric|person_centric: [{image, joints 14x2, flag_row3}]}."""
     data = _load_json(path)
     if not isinstance(data, dict) or labels not in data:
-        raise DataError(f"{path}: expected an object with key {labels!r}")
+        raise DataError(f"expected an object with key {labels!r}", path, labels)
     entries = data[labels]
     if not isinstance(entries, list):
-        raise DataError(f"{path}: {labels!r}: expected a list of people, got {_describe(entries)}")
+        raise DataError(f"{labels!r}: expected a list of people, got {_describe(entries)}", path, labels)
     if not entries:
         return []
     col = _json_columns(entries, path, {"joints": (14, 2), "flag_row3": (14,), "image": "text"})
@@ -530,7 +537,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         try:
             keys = {name for name, *_ in scipy.io.whosmat(p)}
         except Exception as e:
-            raise DataError(f"{p}: not a readable .mat file ({e})") from None
+            raise DataError(f"not a readable .mat file ({e})", path=p) from None
         if "joints" in keys:
             return read_lsp_mat(p, image_dir)
         gt = read_gt_mat(p)
@@ -546,42 +553,110 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
             return read_mpii_json(p, image_dir)
         if isinstance(first, dict) and "joint_self" in first:
             return read_bearpaw_json(p, image_dir)
-        raise DataError(f"{p}: unrecognized JSON annotations (expected HRNet 'joints_vis', bearpaw "
-                        "'joint_self', or LSP 'observer_centric')")
-    raise DataError(f"{p}: unsupported annotation format {suffix!r} (.csv, .json, .h5, .mat)")
+        raise DataError("unrecognized JSON annotations (expected HRNet 'joints_vis', bearpaw 'joint_self', or LSP "
+                        "'observer_centric')", path=p)
+    raise DataError(f"unsupported annotation format {suffix!r} (.csv, .json, .h5, .mat)", path=p)
 
 
 # --------------------------------------------------------------------------------- data root
-def mpii_split(root, split: str) -> list[PoseRecord]:
+# How a data root's splits are read (README, 'Data layout'): pbn.data.dataset.load_source trains on
+# split_records, and pbn.data.check checks exactly what it reads, blaming split_files(...)["annotations"].
+def split_files(data: str, root, split: str) -> dict[str, Path]:
+    """The files split_records reads for `split` ("train" or "valid") of a data root, by role:
+    mpii: "images" (directory), "annotations" ({split}.json), "visibility" ({split}.h5, optional) and, for
+    valid, "head_boxes" (gt_valid.mat, optional); lsp: "images", "annotations" (lsp/joints.mat: both splits,
+    split by lsp_split; valid is LSP's test split) and, for train, "extended" (lsp_ext/joints.mat, optional,
+    with its images beside it)."""
+    if split not in ("train", "valid"):
+        raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
+    if data == "mpii":
+        base = Path(root) / "mpii"
+        ann = base / "annotations"
+        files = {"images": base / "images", "annotations": ann / f"{split}.json", "visibility": ann / f"{split}.h5"}
+        if split == "valid":
+            files["head_boxes"] = ann / "gt_valid.mat"
+        return files
+    if data == "lsp":
+        files = {"images": Path(root) / "lsp" / "images", "annotations": Path(root) / "lsp" / "joints.mat"}
+        if split == "train":
+            files["extended"] = Path(root) / "lsp_ext" / "joints.mat"
+        return files
+    raise ValueError(f"data must be 'mpii' or 'lsp', got {data!r}")
+
+
+def split_records(data: str, root, split: str, problems: list[DataError] | None = None) -> list[PoseRecord] | None:
+    """The records of `split` ("train" or "valid"; LSP's valid is its test split, images 1001-2000) of a data
+    root, in the dataset's own joint order (LSP: 14). problems: see mpii_split."""
+    if data == "mpii":
+        return mpii_split(root, split, problems)
+    return lsp_split_records(root, "test" if split == "valid" else split, problems)
+
+
+class _Reading:
+    """Reads a split's files one by one: without `problems` the first DataError propagates; with a list,
+    each file's DataError is appended, the next file is still read, and `failed` is set."""
+
+    def __init__(self, problems: list[DataError] | None):
+        self.problems, self.failed = problems, False
+
+    def __call__(self, read, *args):
+        """read(*args), or None after report() when it raises DataError."""
+        try:
+            return read(*args)
+        except DataError as e:
+            self.report(e)
+            return None
+
+    def report(self, e: DataError) -> None:
+        if self.problems is None:
+            raise e
+        self.problems.append(e)
+        self.failed = True
+
+
+def mpii_split(root, split: str, problems: list[DataError] | None = None) -> list[PoseRecord] | None:
     """<root>/mpii/annotations/{train,valid}.json (+ gt_valid.mat for head sizes, + {train,valid}.h5 for
-    true visibility, both optional) with images in <root>/mpii/images/."""
-    base = Path(root) / "mpii"
-    ann = base / "annotations"
-    if not (base / "images").is_dir():
-        raise DataError(f"{base / 'images'}: MPII image directory not found (see README, 'Data layout')")
-    json_path = ann / f"{split}.json"
-    vis_path = ann / f"{split}.h5"
-    visibility = read_visibility(vis_path) if vis_path.exists() else None
+    true visibility, both optional) with images in <root>/mpii/images/ (split_files).
+
+    problems: None (the default) raises the first DataError. A list: every file of the split is read even
+    after another failed (the JSON then without what failed), one DataError per bad file is appended, and
+    the result is None if any failed: how pbn.data.check lists every bad file, not just the first."""
+    files = split_files("mpii", root, split)
+    read = _Reading(problems)
+    if not files["images"].is_dir():
+        read.report(DataError("MPII image directory not found (see README, 'Data layout')", files["images"]))
+    json_path, vis_path = files["annotations"], files["visibility"]
+    visibility = read(read_visibility, vis_path) if vis_path.exists() else None
     head = None
-    if split == "valid" and (ann / "gt_valid.mat").exists():
-        head = read_gt_mat(ann / "gt_valid.mat")["head_size"]
-    records = read_mpii_json(json_path, base / "images", visibility, head)
-    if visibility is not None:  # same people in the same order: check the image names agree
-        with _h5(vis_path) as f:
-            names = _h5_names(f, vis_path)
-        _check_n(names, len(records), json_path, f"{vis_path.name} 'imgname'")
-        bad = [i for i, r in enumerate(records) if os.path.basename(r.image) != names[i]]
-        if bad:
-            raise DataError(f"{vis_path}: person {bad[0]} is {names[bad[0]]} but {json_path} has "
-                            f"{os.path.basename(records[bad[0]].image)}; the files must list the same people")
-    return records
+    if "head_boxes" in files and files["head_boxes"].exists():
+        head = read(lambda: read_gt_mat(files["head_boxes"])["head_size"])
+    records = read(read_mpii_json, json_path, files["images"], visibility, head)
+    if visibility is not None and records is not None:  # same people in the same order: the image names agree
+        read(_same_people, records, json_path, vis_path)
+    return None if read.failed else records
 
 
-def lsp_split_records(root, split: str) -> list[PoseRecord]:
-    """<root>/lsp/joints.mat + images/, and (train only, optional) <root>/lsp_ext/joints.mat + images/."""
-    base = Path(root) / "lsp"
-    records = lsp_split(read_lsp_mat(base / "joints.mat", base / "images"), split)
-    ext = Path(root) / "lsp_ext" / "joints.mat"
-    if split == "train" and ext.exists():
-        records += read_lsp_mat(ext, ext.parent / "images")
-    return records
+def _same_people(records: list[PoseRecord], json_path: Path, vis_path: Path) -> None:
+    with _h5(vis_path) as f:
+        names = _h5_names(f, vis_path)
+    _check_n(names, len(records), json_path, f"{vis_path.name} 'imgname'")
+    bad = [i for i, r in enumerate(records) if os.path.basename(r.image) != names[i]]
+    if bad:
+        raise DataError(f"person {bad[0]} is {names[bad[0]]} but {json_path} has "
+                        f"{os.path.basename(records[bad[0]].image)}; the files must list the same people", vis_path,
+                        "imgname")
+
+
+def lsp_split_records(root, split: str, problems: list[DataError] | None = None) -> list[PoseRecord] | None:
+    """<root>/lsp/joints.mat + images/ split by lsp_split ("train" or "test"), and (train only, optional)
+    <root>/lsp_ext/joints.mat + images/. problems: as in mpii_split."""
+    files = split_files("lsp", root, "train" if split == "train" else "valid")
+    read = _Reading(problems)
+    main = read(read_lsp_mat, files["annotations"], files["images"])
+    records = None if main is None else lsp_split(main, split)
+    ext = files.get("extended")
+    if ext is not None and ext.exists():
+        extended = read(read_lsp_mat, ext, ext.parent / "images")
+        if records is not None and extended is not None:
+            records += extended
+    return None if read.failed else records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,21 @@ from pbn.skeleton import ANNOTATED, MISSING, OCCLUDED, VISIBLE
 
 
 class DataError(ValueError):
-    """An annotation or image file is missing, malformed, or holds no usable people."""
+    """An annotation or image file is missing, malformed, or holds no usable people.
+
+    message: what is wrong, without the file (e.g. "entry 7 field 'scale': expected a positive number, got
+    the string 'big'"); path: the file or directory at fault (None where no single one is); field: the
+    field, key, dataset or column at fault within it (None where the file as a whole is). str(e) is one
+    line, "<path>: <message>" (just the message without a path)."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, field: str | None = None):
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.field = field
+        super().__init__(message if self.path is None else f"{self.path}: {message}")
+
+    def __reduce__(self):  # pickle (e.g. across a process pool or Ray) keeps the attributes
+        return type(self), (self.message, self.path, self.field)
 
 
 @dataclass
@@ -38,6 +53,12 @@ def flags_from(annotated: np.ndarray, visible: np.ndarray | None) -> np.ndarray:
         return np.where(annotated, ANNOTATED, MISSING).astype(np.float32)
     visible = np.asarray(visible).astype(bool)
     return np.where(annotated, np.where(visible, VISIBLE, OCCLUDED), MISSING).astype(np.float32)
+
+
+def limit_records(records: list[PoseRecord], limit: int | None) -> list[PoseRecord]:
+    """The first `limit` records (all when limit is None or 0): train_limit / val_limit, as training and
+    pbn.data.check both apply them."""
+    return records[:limit] if limit else records
 
 
 def stack_records(records: list[PoseRecord]):

@@ -244,8 +244,9 @@ class SyntheticPoses:
     """A split of the synthetic dataset: `records` (cheap) and `load_image(i)` (rendered on demand)."""
 
     def __init__(self, seed: int, split: str, size: int, count: int, cache_bytes: int = 0):
-        """cache_bytes: keep rendered images in memory up to this many bytes (rendering is ~90% of a
-        training sample's cost at 64x64; the same image is then only re-augmented each epoch)."""
+        """cache_bytes: keep rendered images in memory up to this many bytes (rendering is most of a
+        training sample's cost at 64x64, measured: benchmarks/run.py, README 'Performance'; the same image
+        is then only re-augmented each epoch)."""
         if split not in _SPLITS:
             raise ValueError(f"synthetic split must be one of {tuple(_SPLITS)}, got {split!r}")
         self.seed, self.split, self.size = seed, split, size
