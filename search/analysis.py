@@ -6,8 +6,8 @@ frame (and pbn.stats), shared by the driver (which configurations to confirm) an
 - Search trials are ranked the way ASHA judged them: by the rung a trial earned (the epoch at which ASHA
   stopped it, or would have stopped an audited trial, else its last epoch), then by the metric at that
   epoch, so trials are only ever compared at the same epoch.
-- Verdicts come from the confirmation stage: every confirmed point trained to MAX_EPOCHS with the same
-  seeds, compared by paired differences with t intervals.
+- Verdicts come from the confirmation race (search/verdict.py): every raced point trained to MAX_EPOCHS with
+  the same seeds; `race_state` is where the driver and the report get its decisions from the rows.
 """
 
 from __future__ import annotations
@@ -69,16 +69,44 @@ def search_ranking(df: pd.DataFrame, metric: str, mode: str, grace: int | None, 
     return r.sort_values(["earned_epoch", "_key"], ascending=[False, True]).drop(columns="_key").reset_index(drop=True)
 
 
-def confirm_points(ranking: pd.DataFrame, top: int) -> list[str]:
-    """The points to retrain with seeds: the best point of each grouping strategy, then the overall
-    top-`top`, each once, in rank order."""
-    chosen: list[str] = []
+def representatives(ranking: pd.DataFrame, df: pd.DataFrame, metric: str, mode: str) -> dict[str, str]:
+    """grouping -> its representative point: the best of the grouping's search trials at the highest epoch ALL of
+    them reached. Every candidate is judged at one epoch, so none wins for the epochs ASHA let it train, nor
+    for having reached a rung first (ASHA always promotes the first arrival at a rung)."""
+    s = df[(df["stage"] == SEARCH) & (df["epoch"] > 0)]
+    out = {}
+    for grouping, g in ranking.groupby("grouping", sort=False):
+        epoch = int(g["reached"].min())
+        at = s[s["trial_id"].isin(g["trial_id"]) & (s["epoch"] == epoch)].set_index("trial_id")[metric].dropna()
+        if len(at):
+            best = at.idxmax() if mode == "max" else at.idxmin()
+            out[grouping] = g.set_index("trial_id").at[best, "point"]
+    return out
+
+
+def confirm_points(ranking: pd.DataFrame, df: pd.DataFrame, metric: str, mode: str, top: int) -> list[str]:
+    """The points to retrain with paired seeds: each grouping's representative, then the overall top-`top` of
+    the ASHA ranking, each once, in rank order."""
     ranked = ranking.dropna(subset=["value"])
-    for _, g in ranked.groupby("grouping", sort=False):
-        chosen.append(g["point"].iloc[0])
-    chosen += list(ranked["point"].drop_duplicates().iloc[:top])
+    chosen = [*representatives(ranked, df, metric, mode).values(), *ranked["point"].drop_duplicates().iloc[:top]]
     order = {p: i for i, p in enumerate(ranked["point"].drop_duplicates())}
     return sorted(dict.fromkeys(chosen), key=order.get)
+
+
+def reference_point(points: list[str], reference: dict | None) -> str | None:
+    """The first of `points` whose values match the declared reference filter (e.g. {"grouping": "shared"})."""
+    if reference is None:
+        return None
+    return next((p for p in points if all(json.loads(p).get(k) == v for k, v in reference.items())), None)
+
+
+def race_rows(df: pd.DataFrame, metrics: list[str], epoch: int) -> pd.DataFrame:
+    """One row per ended confirmation trial (point, seed, the metrics at `epoch`; NaN where it never got
+    there, e.g. it failed): what the race decides on."""
+    c = df[(df["stage"] == CONFIRM) & df["status"].isin(("TERMINATED", "ERROR"))]
+    ended = c.groupby("trial_id").agg(point=("point", "first"), seed=("seed", "first"))
+    at = c[c["epoch"] == epoch].drop_duplicates("trial_id").set_index("trial_id")[metrics]
+    return ended.join(at).reset_index(drop=True)
 
 
 def confirmed(df: pd.DataFrame, metric: str, epoch: int) -> pd.DataFrame:
@@ -101,41 +129,43 @@ def point_intervals(df: pd.DataFrame, metric: str, epoch: int) -> pd.DataFrame:
     return out.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def verdicts(df: pd.DataFrame, metrics: tuple[str, ...], epoch: int) -> list[dict]:
-    """For each metric: every confirmed point against the best one (by mean over seeds, in the metric's own
-    direction), the paired difference best - other (sign-corrected so a positive diff favours the best) over
-    the seeds both reached `epoch` with, its 95% t interval, and whether that interval excludes 0."""
-    out = []
-    for metric in metrics:
-        table = confirmed(df, metric, epoch)
-        if table.empty or table.notna().sum().sum() == 0:
-            continue
-        sign = 1.0 if OBJECTIVES.get(metric, "max") == "max" else -1.0
-        means = sign * table.mean(axis=1, skipna=True)
-        best = means.idxmax()
-        for point in means.sort_values(ascending=False).index:
-            if point == best:
-                continue
-            d = stats.paired_difference(sign * table.loc[best].to_numpy(), sign * table.loc[point].to_numpy())
-            out.append({"a": point_label(best), "b": point_label(point), "metric": metric, "epoch": int(epoch),
-                        "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "resolved": d["resolved"],
-                        "n_seeds": d["n"]})
-    return out
+MIN_RHO_TRIALS = 4  # Fisher's z needs n > 3
+
+
+def spearman_interval(x, y, level: float = 0.95) -> dict:
+    """Spearman's rho with a Fisher z interval and the Bonett-Wright variance (1 + r^2/2) / (n - 3), which covers
+    far better than a percentile bootstrap at n <= 8 (docs/statistics.md). At |r| = 1, which a handful of
+    concordant trials reach easily, r is moved halfway to the nearest value Spearman's rho can take below it
+    (1 - 6/(n(n^2 - 1))), so the interval stays finite and honest instead of collapsing to [1, 1]."""
+    from scipy.stats import norm
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    rho = stats.spearman(x[ok], y[ok])
+    if n < MIN_RHO_TRIALS or not np.isfinite(rho):
+        return {"rho": rho, "lo": math.nan, "hi": math.nan, "n": n}
+    r = rho if abs(rho) < 1 - 1e-9 else np.sign(rho) * (1 - 3 / (n * (n * n - 1)))
+    half = norm.ppf(0.5 + level / 2) * math.sqrt((1 + r * r / 2) / (n - 3))
+    z = math.atanh(r)
+    return {"rho": rho, "lo": math.tanh(z - half), "hi": math.tanh(z + half), "n": n}
 
 
 def rung_correlations(ranking: pd.DataFrame, df: pd.DataFrame, metric: str, rungs: list[int],
                       max_t: int) -> pd.DataFrame:
-    """Spearman's rho (bootstrap CI over trials) between the metric at each rung epoch and at max_t, over
-    the search trials that reached max_t (audited ones and those ASHA promoted)."""
+    """Spearman's rho (spearman_interval) between the metric at each rung epoch and at max_t, over the search
+    trials that reached max_t (audited ones and those ASHA promoted)."""
     full = ranking.loc[ranking["reached"] >= max_t, "trial_id"]
     s = df[(df["stage"] == SEARCH) & df["trial_id"].isin(full)]
     wide = s.pivot_table(index="trial_id", columns="epoch", values=metric, aggfunc="first")
     rows = []
     for e in rungs:
-        if e >= max_t or e not in wide or max_t not in wide:
+        if e >= max_t:
             continue
-        r = stats.bootstrap_spearman(wide[e].to_numpy(), wide[max_t].to_numpy())
-        rows.append({"epoch": e, **r})
+        if e not in wide or max_t not in wide:
+            rows.append({"epoch": e, "rho": math.nan, "lo": math.nan, "hi": math.nan, "n": 0})
+            continue
+        rows.append({"epoch": e, **spearman_interval(wide[e].to_numpy(), wide[max_t].to_numpy())})
     return pd.DataFrame(rows, columns=["epoch", "rho", "lo", "hi", "n"])
 
 
@@ -151,3 +181,24 @@ def audit_misses(ranking: pd.DataFrame, max_t: int, mode: str = "max") -> dict:
     top_half = set(full.loc[order <= len(full) / 2, "trial_id"])
     return {"audited": len(audited), "would_stop": len(would), "finished": len(full),
             "would_stop_top_half": int(would["trial_id"].isin(top_half).sum())}
+
+
+def race_state(df: pd.DataFrame, plan):
+    """(the confirmation race as the Parquet rows leave it, its points, its reference): the one place the
+    driver and the report turn a sweep's rows and plan into search.verdict.race's answer. None for the race
+    where the sweep has no confirmation stage or fewer than two points to race."""
+    from search.verdict import race
+
+    if not plan.confirm_max_seeds:
+        return None, [], None
+    primary, secondary = plan.verdict["primary"], plan.verdict["secondary"]
+    ranking = search_ranking(df, plan.metric, plan.mode, plan.grace_period, plan.reduction_factor, plan.max_epochs)
+    points = confirm_points(ranking, df, primary, OBJECTIVES[primary], plan.confirm_top)
+    reference = reference_point(points, plan.verdict["reference"])
+    design = plan.design()
+    if len(points) < 2 or (design.family == "vs-reference" and reference is None):
+        return None, points, reference
+    metrics = [m for m in (primary, secondary) if m]
+    state = race(race_rows(df, metrics, plan.max_epochs), design, points, reference, metric=primary,
+                 secondary=secondary, base=plan.confirm_seed_base, directions={m: OBJECTIVES[m] for m in metrics})
+    return state, points, reference

@@ -35,19 +35,24 @@ class Rungs:
         values = list(self.recorded[milestone].values())
         return float(np.nanpercentile(values, (1 - 1 / self.rf) * 100)) if values else None
 
-    def on_result(self, trial_id: str, epoch: int, value: float) -> bool:
-        """Record a result (`value` signed so that higher is better); True if the trial is stopped here. A result
-        at an epoch whose rung already holds this trial (a resumed trial re-reporting) changes nothing."""
+    def judge(self, trial_id: str, epoch: int, value: float) -> str | None:
+        """Record a result (`value` signed so that higher is better): "stop" or "keep" when it is the trial's
+        first at a rung, None when no rung records it (not a rung epoch, a non-finite value, or a resumed trial
+        re-reporting an epoch its rung already holds)."""
         if value is None or not math.isfinite(value):
-            return False
+            return None
         for milestone in self.milestones:
             recorded = self.recorded[milestone]
             if epoch < milestone or trial_id in recorded:
                 continue
             cutoff = self.cutoff(milestone)
             recorded[trial_id] = value
-            return cutoff is not None and value < cutoff
-        return False
+            return "stop" if cutoff is not None and value < cutoff else "keep"
+        return None
+
+    def on_result(self, trial_id: str, epoch: int, value: float) -> bool:
+        """judge(): True if the trial is stopped here."""
+        return self.judge(trial_id, epoch, value) == "stop"
 
     def replay(self, results: Iterable[tuple[str, int, float]]) -> dict[str, int]:
         """Feed (trial_id, epoch, signed value) in the order they were reported; returns trial -> the first epoch

@@ -58,14 +58,17 @@ class Batch:
     ask: Callable[[], Job | None]  # a new trial, or None when the batch has made all it should
     fixed: dict = field(default_factory=dict)  # the sweep's fixed config (for the row of a trial that never reported)
     rungs: Rungs | None = None
-    events: object | None = None  # search/console.Console, or None
+    events: list = field(default_factory=list)  # listeners (search/console.py: Console, TensorBoard)
     jobs: dict[str, Job] = field(default_factory=dict)  # trial id -> job, as handed to Tune
     stopped: set[str] = field(default_factory=set)  # trials ASHA stopped in this batch
+    judged: dict = field(default_factory=dict)  # (trial, rung epoch) -> "kept" / "stopped" / "would stop"
     failures: dict[str, int] = field(default_factory=dict)  # restarts after a failure, per trial
 
     def emit(self, event: str, *args) -> None:
-        if self.events is not None:
-            getattr(self.events, event)(*args)
+        for listener in self.events:
+            method = getattr(listener, event, None)
+            if method is not None:
+                method(*args)
 
 
 class _DriverOnly:
@@ -123,7 +126,11 @@ class RungScheduler(_DriverOnly, FIFOScheduler):
             return TrialScheduler.CONTINUE
         tid = trial.config[TRIAL]
         value = result[b.metric]
-        stop = b.rungs.on_result(tid, int(result["epoch"]), self.sign * value if value is not None else math.nan)
+        epoch = int(result["epoch"])
+        verdict = b.rungs.judge(tid, epoch, self.sign * value if value is not None else math.nan)
+        stop = verdict == "stop"
+        if verdict:
+            b.judged[(tid, epoch)] = ("would stop" if trial.config.get(AUDIT) else "stopped") if stop else "kept"
         if stop and not trial.config.get(AUDIT):
             b.stopped.add(tid)
             return TrialScheduler.STOP
@@ -177,7 +184,7 @@ class Recorder(_DriverOnly, Callback):
                 if key in result and frozen.user_attrs.get(key) is None:
                     compat.set_user_attr(b.study, frozen, key, result[key])
         self.costs[job.trial_id] = result.get("device_seconds_total", 0.0)
-        b.emit("epoch", job, result, job.trial_id in b.stopped)
+        b.emit("epoch", job, result, b.judged.pop((job.trial_id, epoch), None))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         job = self._job(trial)
@@ -197,6 +204,7 @@ class Recorder(_DriverOnly, Callback):
             self._end(job, "TERMINATED")
         else:  # Tune stopped it for no reason of the sweep's (an interruption): it is continued later
             log.info("trial %s left at epoch %d of %d: not finished", job.trial_id, last, b.max_epochs)
+            b.emit("interrupted", job)
 
     def _end(self, job: Job, status: str, reason: str = "") -> None:
         b = self.batch
@@ -254,5 +262,8 @@ def run_batch(batch: Batch, trainable, *, num_samples: int, storage_path: str, n
         run_config=RunConfig(name=name, storage_path=storage_path, verbose=2 if verbose else 0,
                              callbacks=[Recorder(batch)], failure_config=FailureConfig(max_failures=3)),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        batch.emit("batch_ended")
     return time.time() - t0

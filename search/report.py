@@ -22,11 +22,11 @@ import pandas as pd
 from pbn.atomic import atomic_write_text
 from pbn.stats import mean_interval
 from search import analysis, asha
+from search.console import value_text
 from search.results import read_results
 from search.sweep import Plan
 
 COLORS = {"shared": "tab:gray", "per-part": "tab:orange", "human": "tab:blue", "mi": "tab:green"}
-VERDICT_METRICS = ("pckh", "pckh_occluded")  # the paper's claim is about occluded joints
 WEAK_RHO = 0.5  # a first rung whose rank correlation with the last epoch may be below this judges poorly
 MIN_AUDIT_TRIALS = 8  # below this many trials the rank correlation's bootstrap interval spans nearly [-1, 1]
 
@@ -39,7 +39,8 @@ def sweep_plan(parquet: Path, df: pd.DataFrame) -> Plan:
     name = str(df["sweep"].iloc[0]) if len(df) else parquet.stem
     return Plan(name=name, space="", space_digest="", metric="pckh", mode="max", num_samples=0,
                 max_epochs=int(df["epoch"].max()) if len(df) else 0, grace_period=None, reduction_factor=None,
-                fixed={}, seed=0, audit_fraction=0.0, confirm_top=0, confirm_seeds=0, storage="", optuna_storage="",
+                fixed={}, seed=0, audit_fraction=0.0, confirm_top=0, confirm_max_seeds=0, verdict={}, storage="",
+                optuna_storage="",
                 created=0.0)
 
 
@@ -56,46 +57,94 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
 
 
 # ------------------------------------------------------------------------------------------ text
+def _metric_name(metric: str) -> str:
+    return {"pckh": "PCKh", "pckh_occluded": "occluded PCKh", "pckh_visible": "visible PCKh"}.get(metric, metric)
+
+
+def _decision_line(c: dict, metric: str) -> str:
+    a = analysis.point_label(c["a"])
+    b = "the best of the others" if c["b"] == "max(others)" else analysis.point_label(c["b"])
+    name = _metric_name(metric)
+    if c["decision"] == "equivalent" and np.isfinite(c.get("eq_lo", np.nan)):  # the interval the decision used
+        diff = (f"{value_text(c['diff'], c['eq_lo'], c['eq_hi'], signed=True)} {name} (the equivalence test's "
+                "interval)")
+    else:
+        diff = f"{value_text(c['diff'], c['lo'], c['hi'], signed=True)} {name}"
+    wins = (f"; {a} ahead at {c['p_improvement']:.0%} of the paired seeds"
+            if c["n_seeds"] and np.isfinite(c["p_improvement"]) else "")
+    said = {"better": f"**better** than {b}", "worse": f"**worse** than {b}",
+            "equivalent": f"**equivalent** to {b} (within +-{c['margin']:g} {name})",
+            "undecided": f"**undecided** against {b}", "descriptive": f"compared with {b} (descriptive)"}
+    text = f"- {a} is {said[c['decision']]}: {diff} over {c['n_seeds']} paired seeds{wins}"
+    if (c["decision"] == "better" and c["hi"] < c["margin"]) or (c["decision"] == "worse" and c["lo"] > -c["margin"]):
+        text += f"; smaller than the margin of {c['margin']:g}"
+    if c["decision"] == "undecided" and c.get("seeds_to_decide"):
+        text += f"; about {c['seeds_to_decide']} paired seeds would decide it (`--confirm-max-seeds`)"
+    return text + "."
+
+
 def verdict_section(df: pd.DataFrame, info: Plan) -> tuple[list[str], list[dict]]:
-    """Plain-words lines and the verdict.json objects of one sweep."""
-    epoch = info.max_epochs
-    found = analysis.verdicts(df, VERDICT_METRICS, epoch)
-    lines = []
-    table = analysis.point_intervals(df, "pckh", epoch)
-    if table.empty:
-        return ["No confirmation stage has finished in this sweep, so nothing is resolved: the search stage below "
-                "ranks single-seed trials with validation-set intervals only, and a ranking inside seed noise is "
-                "no answer. Run the sweep with `--confirm-seeds 3` (or more)."], []
-    best = table.iloc[0]
-    lines.append(f"Confirmation stage, epoch {epoch}, {int(table['n'].max())} paired seeds: best **{best['label']}**, "
-                 f"PCKh {_fmt(best['mean'])} {_ci(best['lo'], best['hi'])} (mean over seeds, 95% t interval).")
-    for metric, title in (("pckh", "PCKh"), ("pckh_occluded", "PCKh on occluded joints")):
-        rows = [v for v in found if v["metric"] == metric]
-        if not rows:
-            continue
-        lines.append(f"\n{title}, best minus each other configuration (paired over seeds):")
-        for v in rows:
-            word = "resolved" if v["resolved"] else "not resolved"
-            lines.append(f"- {v['a']} vs {v['b']}: {_fmt(v['diff'], True)} {title.split()[0]} "
-                         f"{_ci(v['lo'], v['hi'], True)}, {word} (n = {v['n_seeds']})")
-    n_res = sum(v["resolved"] for v in found)
-    lines.append(f"\n{n_res} of {len(found)} comparisons resolved (95% interval excludes 0; each comparison on "
-                 "its own, no correction for multiple comparisons).")
+    """Plain-words decisions and the verdict.json objects of one sweep (search/verdict.py decides; this only
+    says it)."""
+    state, points, reference = analysis.race_state(df, info)
+    if state is None or not any(c["n_seeds"] for c in state.contrasts):
+        why = ("the sweep has no confirmation stage (--confirm-max-seeds 0)" if not info.confirm_max_seeds else
+               "the confirmation race has not finished a look yet" if state is not None else
+               f"fewer than two points to race ({len(points)})" if len(points) < 2 else
+               f"no confirmed point matches the reference {info.verdict.get('reference')}")
+        return [f"Nothing is decided: {why}. The search stage below ranks single-seed trials with validation-set "
+                "intervals only, and a ranking inside seed noise is no answer."], []
+    v, design = info.verdict, info.design()
+    fam = {"vs-reference": f"each point against {analysis.point_label(reference)}" if reference else "",
+           "all-pairs": "every pair of points", "best": "each point against the best of the others (Hsu's MCB)"}
+    lines = [f"Confirmation race at epoch {info.max_epochs}: {fam[design.family]}; paired seeds in looks of "
+             f"{', '.join(map(str, design.looks))}; margin +-{design.margin:g} {_metric_name(v['primary'])}. At most "
+             f"{design.alpha:.0%} chance of any wrong decision over all contrasts, metrics and looks "
+             f"({_metric_name(v['primary'])} at {design.metric_alpha():g}"
+             + (f", {_metric_name(v['secondary'])} at {design.metric_alpha(True):g})." if v["secondary"] and
+                design.secondary_alpha else ").")
+             + ("" if state.finished else f" The race is not over: next look at {state.look} seeds."), ""]
+    lines += [_decision_line(c, v["primary"]) for c in state.contrasts]
+    if state.secondary:
+        how = "decided at the same looks, never stopping a point" if design.secondary_alpha else "descriptive only"
+        lines += ["", f"{_metric_name(v['secondary'])} ({how}):"]
+        lines += [_decision_line(c, v["secondary"]) for c in state.secondary]
+    found = []
+    for c in [*state.contrasts, *state.secondary]:
+        found.append({**c, "a": analysis.point_label(c["a"]), "b": c["b"] if c["b"] == "max(others)" else
+                      analysis.point_label(c["b"]), "a_point": c["a"], "b_point": c["b"], "epoch": info.max_epochs})
+    lines += ["", f"{info.max_epochs}-epoch {_metric_name(v['primary'])} per paired seed (figure: per_seed.png):", "",
+              *per_seed_table(df, points, v["primary"], info.max_epochs, info.confirm_seed_base)]
     return lines, found
 
 
+def per_seed_table(df: pd.DataFrame, points: list[str], metric: str, epoch: int, base: int) -> list[str]:
+    table = analysis.confirmed(df, metric, epoch).reindex(points)
+    seeds = [int(s) for s in table.columns]
+    lines = ["| configuration | " + " | ".join(f"seed {s - base}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for point, row in table.iterrows():
+        vals = [f"{x:.1f}" if np.isfinite(x) else "-" for x in row.to_numpy(float)]
+        lines.append(f"| {analysis.point_label(point)} | " + " | ".join(vals) + f" | {_fmt(np.nanmean(row))} |")
+    return lines
+
+
 def search_section(df: pd.DataFrame, info: Plan, ranking: pd.DataFrame) -> list[str]:
-    lines = ["| rank | configuration | seed | compared at epoch | PCKh [val 95% CI] | occluded [val 95% CI] | "
-             "reached | early stop |", "|---|---|---|---|---|---|---|---|"]
+    """The search stage in ASHA's order: each trial ONE seed, at the epoch it earned (a rung or its last)."""
+    m = info.metric
+    shown = [m] + [x for x in ("pckh", "pckh_occluded") if x != m]
+    head = " | ".join(f"{_metric_name(x)} [val 95% CI]" if f"{x}_lo" in df else _metric_name(x) for x in shown)
+    lines = [f"| rank | configuration | seed | compared at epoch | {head} | reached | early stop |",
+             "|---|---|---|---|" + "---|" * len(shown) + "---|---|"]
     rows = df[df["stage"] == analysis.SEARCH].set_index(["trial_id", "epoch"])
     for i, r in ranking.iterrows():
         at = rows.loc[(r["trial_id"], r["earned_epoch"])]
         stop = ("audited (ASHA: epoch " + str(int(r["would_stop"])) + ")" if r["audited"] and np.isfinite(
             r["would_stop"]) else "audited" if r["audited"] else
             f"stopped at {r['reached']}" if r["reached"] < info.max_epochs else "")
+        cells = " | ".join(value_text(at[x], at.get(f"{x}_lo", math.nan), at.get(f"{x}_hi", math.nan)) for x in shown)
         lines.append(f"| {i + 1} | {analysis.point_label(r['point'])} | {int(at['seed'])} | {r['earned_epoch']} | "
-                     f"{_fmt(at['pckh'])} {_ci(at['pckh_lo'], at['pckh_hi'])} | {_fmt(at['pckh_occluded'])} "
-                     f"{_ci(at['pckh_occluded_lo'], at['pckh_occluded_hi'])} | {r['reached']} | {stop} |")
+                     f"{cells} | {r['reached']} | {stop} |")
     return lines
 
 
@@ -107,8 +156,10 @@ def audit_section(df: pd.DataFrame, info: Plan, ranking: pd.DataFrame) -> list[s
     miss = analysis.audit_misses(ranking, info.max_epochs, info.mode)
     lines = [f"Rank correlation (Spearman) between {info.metric} at each rung epoch and at epoch "
              f"{info.max_epochs}, over the {miss['finished']} search trials that reached it (audited and promoted):",
-             "", "| rung epoch | rho [95% bootstrap CI] | trials |", "|---|---|---|"]
-    lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.lo:.2f}, {r.hi:.2f}] | {int(r.n)} |" for r in corr.itertuples()]
+             "", "| rung epoch | rho [95% CI, Fisher z] | trials |", "|---|---|---|"]
+    lines += [f"| {int(r.epoch)} | " + (f"{r.rho:.2f} [{r.lo:.2f}, {r.hi:.2f}]" if np.isfinite(r.lo) else
+              f"too few trials for an interval (needs {analysis.MIN_RHO_TRIALS})") + f" | {int(r.n)} |"
+              for r in corr.itertuples()]
     lines.append(f"\nAudited trials (exempt from early stopping): {miss['audited']}; ASHA would have stopped "
                  f"{miss['would_stop']} of them, {miss['would_stop_top_half']} of which finished in the top half.")
     first = corr[corr["epoch"] == rungs[0]]
@@ -132,8 +183,8 @@ def summary_lines(df: pd.DataFrame, info: Plan) -> list[str]:
     verdict, _ = verdict_section(df, info)
     ranking = analysis.search_ranking(df, info.metric, info.mode, info.grace_period,
                                       info.reduction_factor, info.max_epochs)
-    return ["", "Verdict:", *verdict, "", "Search stage (each trial at the epoch it earned):",
-            *search_section(df, info, ranking.head(20))]
+    return ["", "Verdict:", *verdict, "", "Search stage (single seeds, each at the epoch ASHA judged it; no "
+            "ranking here is a finding):", *search_section(df, info, ranking.head(20))]
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -280,50 +331,95 @@ def fig_cost_curve(plt, df: pd.DataFrame, infos: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def importance(df: pd.DataFrame, info: Plan) -> tuple[dict[str, float], int, int]:
-    """(PED-ANOVA importance of each searched name, epoch, trials) over the search trials at one epoch: the
-    highest rung that at least half of them (and >= 4) reached, so every trial is judged at equal fidelity."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution
+MIN_IMPORTANCE_TRIALS = 12  # below this, PED-ANOVA's shares swing with a single trial (bootstrap: spans ~0-1)
+IMPORTANCE_RESAMPLES = 100
 
+
+def importance(df: pd.DataFrame, info: Plan) -> dict:
+    """PED-ANOVA importance of each searched name over the search trials at one epoch (the highest rung that at
+    least half of them, and >= 4, reached: equal fidelity), with a 90% bootstrap interval over trials. Withheld
+    (`importance` empty) below MIN_IMPORTANCE_TRIALS trials: a share from six trials reads as an answer to the
+    study's own question and is none. Returns {"importance": {name: (share, lo, hi)}, "epoch", "trials"}."""
     s = df[(df["stage"] == analysis.SEARCH) & (df["epoch"] > 0)]
     reached = s.groupby("trial_id")["epoch"].max()
     epochs = sorted({*rung_epochs(info), info.max_epochs}, reverse=True)
     epoch = next((e for e in epochs if (reached >= e).sum() >= max(4, len(reached) / 2)), None)
-    if epoch is None:
-        return {}, 0, 0
-    at = s[s["epoch"] == epoch].drop_duplicates("trial_id")
+    at = s[s["epoch"] == epoch].drop_duplicates("trial_id") if epoch else s.iloc[:0]
+    at = at[np.isfinite(at[info.metric].to_numpy(float))]
+    out = {"importance": {}, "epoch": epoch or 0, "trials": len(at)}
+    if len(at) < MIN_IMPORTANCE_TRIALS:
+        return out
+    points, values = [json.loads(p) for p in at["point"]], at[info.metric].to_numpy(float)
+    full = _ped_anova(points, values, info.mode)
+    rng = np.random.default_rng(0)
+    draws = {k: [] for k in full}
+    for _ in range(IMPORTANCE_RESAMPLES):
+        idx = rng.integers(0, len(points), len(points))
+        got = _ped_anova([points[i] for i in idx], values[idx], info.mode)
+        for k in draws:
+            draws[k].append(got.get(k, 0.0))
+    out["importance"] = {k: (v, *np.quantile(draws[k], [0.05, 0.95])) for k, v in full.items()}
+    return out
+
+
+def _ped_anova(points: list[dict], values: np.ndarray, mode: str) -> dict[str, float]:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(direction="maximize" if info.mode == "max" else "minimize")
-    values: dict[str, set] = {}
-    points = [json.loads(p) for p in at["point"]]
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    seen: dict[str, set] = {}
     for p in points:
         for k, v in p.items():
-            values.setdefault(k, set()).add(v)
-    dists = {k: CategoricalDistribution(sorted(v, key=str)) for k, v in values.items()}
-    for p, value in zip(points, at[info.metric]):
-        if np.isfinite(value):
-            study.add_trial(optuna.trial.create_trial(params=p, distributions={k: dists[k] for k in p}, value=value))
+            seen.setdefault(k, set()).add(v)
+    dists = {k: CategoricalDistribution(sorted(v, key=str)) for k, v in seen.items()}
+    for p, value in zip(points, values):
+        study.add_trial(optuna.trial.create_trial(params=p, distributions={k: dists[k] for k in p}, value=float(value)))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PED-ANOVA warns about regimes of < 2 trials: the count is in the title
+        warnings.simplefilter("ignore")  # PED-ANOVA warns about regimes of < 2 trials
         try:
-            return dict(optuna.importance.get_param_importances(study)), epoch, len(study.trials)
+            return dict(optuna.importance.get_param_importances(study))
         except (RuntimeError, ValueError):
-            return {}, epoch, len(study.trials)
+            return {}
 
 
-def fig_importance(plt, imps: dict[str, tuple], out: Path) -> None:
+def fig_importance(plt, imps: dict[str, dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = sorted({k for imp, _, _ in imps.values() for k in imp})
+    names = sorted({k for imp in imps.values() for k in imp["importance"]})
     width = 0.8 / max(1, len(imps))
-    for i, (sweep, (imp, epoch, n)) in enumerate(imps.items()):
-        ax.barh(np.arange(len(names)) + i * width, [imp.get(k, 0) for k in names], height=width,
-                label=f"{sweep}: epoch {epoch}, {n} trials")
+    for i, (sweep, imp) in enumerate(imps.items()):
+        shares = [imp["importance"].get(k, (0, 0, 0)) for k in names]
+        y = np.arange(len(names)) + i * width
+        mean = np.array([v[0] for v in shares])
+        err = np.array([[v[0] - v[1] for v in shares], [v[2] - v[0] for v in shares]]).clip(0)
+        ax.barh(y, mean, height=width, xerr=err if len(names) else None, capsize=3,
+                label=f"{sweep}: epoch {imp['epoch']}, {imp['trials']} trials")
     ax.set_yticks(np.arange(len(names)) + width * (len(imps) - 1) / 2, names)
-    ax.set(xlabel="PED-ANOVA importance (share)", title="which searched name mattered (equal epoch)")
-    if imps:
+    ax.set(xlabel="PED-ANOVA importance (share; 90% bootstrap over trials)",
+           title="which searched name mattered (equal epoch)" if names else
+           f"withheld: fewer than {MIN_IMPORTANCE_TRIALS} search trials at a common epoch")
+    if names:
         ax.legend(fontsize=7)
     fig.savefig(out / "importance.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def fig_per_seed(plt, df: pd.DataFrame, info: Plan, out: Path) -> None:
+    """Each raced point's final metric per paired seed: one line per seed across the points, so a reader sees
+    how consistently one beats another (what the paired decisions rest on)."""
+    _, points, _ = analysis.race_state(df, info)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(points)), 4))
+    metric = info.verdict.get("primary", info.metric)
+    table = analysis.confirmed(df, metric, info.max_epochs).reindex(points) if points else pd.DataFrame()
+    x = np.arange(len(table))
+    for seed in table.columns:
+        ax.plot(x, table[seed].to_numpy(float), "o-", color="0.6", alpha=0.6, lw=1)
+    if len(table):
+        ax.plot(x, table.mean(axis=1).to_numpy(float), "s", color="k", ms=8, label="mean over seeds")
+        ax.legend(fontsize=7)
+    ax.set_xticks(x, [analysis.point_label(p) for p in table.index], rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel=f"{metric} at epoch {info.max_epochs}", title="confirmation race: every paired seed (one line each)")
+    fig.savefig(out / "per_seed.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -382,9 +478,13 @@ def write_report(parquets, out: str | Path | None = None) -> Path:
                  "(or would have, for audited trials), else its last. Intervals: 95% bootstrap over validation "
                  "images (one seed: seed noise is not in them).", "", *search_section(d, info, ranking), "",
                  f"## {prefix}Early-stopping audit", "", *audit_section(d, info, ranking), ""]
-        imp, e, n = imps[sweep]
-        body += [f"## {prefix}Parameter importance (PED-ANOVA, search trials at epoch {e}, {n} trials)", ""]
-        body += [f"- {k}: {v:.2f}" for k, v in imp.items()] or ["Too few trials at a common epoch."]
+        imp = imps[sweep]
+        body += [f"## {prefix}Parameter importance (PED-ANOVA, search trials at epoch {imp['epoch']}, "
+                 f"{imp['trials']} trials)", ""]
+        body += [f"- {k}: {v:.2f} [90% bootstrap over trials: {lo:.2f}, {hi:.2f}]"
+                 for k, (v, lo, hi) in imp["importance"].items()] or [
+            f"Withheld: {imp['trials']} search trials at a common epoch, fewer than the {MIN_IMPORTANCE_TRIALS} an "
+            "importance share needs before it means more than one trial's luck."]
         body.append("")
     fig_learning_curves(plt, df, out)
     first = sweeps[0]
@@ -393,9 +493,11 @@ def write_report(parquets, out: str | Path | None = None) -> Path:
     front = fig_pareto(plt, pts_by, epoch_by, out)
     fig_cost_curve(plt, df, infos, out)
     fig_importance(plt, imps, out)
+    fig_per_seed(plt, df[df["sweep"] == first], infos[first], out)
     body += ["## Accuracy-cost Pareto front (PCKh vs GFLOPs per image, equal epoch)", "", *front, "",
              "Figures: learning_curves.png, pckh_vs_width_depth.png, visible_vs_occluded.png, pareto.png, "
-             "cost_curve.png, importance.png. GFLOPs: 2 x multiply-adds of convolutions and matmuls per image."]
+             "cost_curve.png, importance.png, per_seed.png. GFLOPs: 2 x multiply-adds of convolutions and matmuls per "
+             "image."]
     atomic_write_text(out / "summary.md", "\n".join(lines + body) + "\n")
     clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
              for row in verdict_json]
@@ -413,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}/summary.md, {out}/verdict.json and 6 figures")
+    print(f"wrote {out}/summary.md, {out}/verdict.json and 7 figures")
     return 0
 
 

@@ -29,8 +29,6 @@ from search.space import SpaceError, check_fixed, load_space
 from search.study import StudyError
 from search.sweep import Paths, Plan, SweepError, lock_sweep
 
-CONFIRM_SEED_BASE = 1000  # confirmation seeds: base+1000, +1001, ...: never a seed the search stage trained
-
 
 class SweepInterrupted(RuntimeError):
     """A batch ended with trials unfinished (Ctrl-C / SIGTERM reached Tune)."""
@@ -48,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("small", "paper"), help="model/optimizer preset (default: the space's)")
     p.add_argument("--confirm-top", type=int, help="confirm the overall top-K points besides the best point of "
                    "each grouping strategy (default: the space's CONFIRM_TOP)")
-    p.add_argument("--confirm-seeds", type=int, help="paired seeds per confirmed point; 0 skips the confirmation "
-                   "stage (default: the space's CONFIRM_SEEDS)")
+    p.add_argument("--confirm-max-seeds", type=int, help="cap on the paired seeds the confirmation race gives a point; "
+                   "0 skips the confirmation stage (default: the space's CONFIRM_MAX_SEEDS)")
+    p.add_argument("--margin", type=float, help="equivalence margin of the verdict, in metric points (default: the "
+                   "space's MARGIN)")
     p.add_argument("--audit-fraction", type=float, help="fraction of search trials exempt from early stopping, to "
                    "audit it (default: the space's AUDIT_FRACTION)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs one trial holds (default: 1)")
@@ -123,9 +123,22 @@ def new_plan(args, space, paths: Paths) -> Plan:
     if not 0 <= audit <= 1:
         raise SweepError(f"--audit-fraction must be in [0, 1], got {audit}")
     confirm_top = space.confirm_top if args.confirm_top is None else args.confirm_top
-    confirm_seeds = space.confirm_seeds if args.confirm_seeds is None else args.confirm_seeds
-    if min(confirm_top, confirm_seeds) < 0:
-        raise SweepError("--confirm-top and --confirm-seeds must be >= 0")
+    cap = space.confirm_max_seeds if args.confirm_max_seeds is None else args.confirm_max_seeds
+    if confirm_top < 0 or cap < 0:
+        raise SweepError("--confirm-top and --confirm-max-seeds must be >= 0")
+    verdict = dict(space.verdict)
+    if cap and not verdict:
+        raise SweepError(f"{space.path}: a confirmation stage needs MARGIN in the study file (the equivalence margin "
+                         "of the verdict, with its reason)")
+    if args.margin is not None:
+        verdict["margin"] = args.margin
+    if cap:
+        from search.space import verdict_design
+
+        try:
+            verdict_design(verdict, cap)
+        except ValueError as e:
+            raise SweepError(f"--confirm-max-seeds / --margin: {e}") from None
     grace, max_epochs = space.grace_period, fixed["epochs"]
     if grace is not None and grace >= max_epochs:
         print(f"note: --max-epochs {max_epochs} leaves no rung before the last epoch (GRACE_PERIOD {grace}): no "
@@ -135,7 +148,7 @@ def new_plan(args, space, paths: Paths) -> Plan:
                 mode=space.mode, num_samples=num_samples, max_epochs=max_epochs, grace_period=grace,
                 reduction_factor=space.reduction_factor if grace else None, fixed=fixed,
                 seed=0 if args.seed is None else args.seed, audit_fraction=audit, confirm_top=confirm_top,
-                confirm_seeds=confirm_seeds, storage=paths.storage, optuna_storage=paths.optuna,
+                confirm_max_seeds=cap, verdict=verdict, storage=paths.storage, optuna_storage=paths.optuna,
                 created=time.time(), argv=sys.argv[1:])
     check_data(plan, space)
     from search.study import refuse_existing
@@ -151,8 +164,9 @@ def resumed_plan(args, space, paths: Paths) -> Plan:
         raise SweepError(f"{args.space} changed since sweep {paths.name!r} started: a changed space is a new sweep "
                          "(use another --name)")
     given = {"--num-samples": (args.num_samples, plan.num_samples), "--audit-fraction": (args.audit_fraction,
-             plan.audit_fraction), "--confirm-top": (args.confirm_top, plan.confirm_top), "--confirm-seeds":
-             (args.confirm_seeds, plan.confirm_seeds), "--optuna-storage": (args.optuna_storage, plan.optuna_storage),
+             plan.audit_fraction), "--confirm-top": (args.confirm_top, plan.confirm_top), "--confirm-max-seeds":
+             (args.confirm_max_seeds, plan.confirm_max_seeds), "--margin": (args.margin, plan.verdict.get("margin")),
+             "--optuna-storage": (args.optuna_storage, plan.optuna_storage),
              "--storage": (args.storage, plan.storage), "--seed": (args.seed, plan.seed)}
     for flag, (value, have) in given.items():
         if value is not None and value != have:
@@ -169,7 +183,7 @@ def resumed_plan(args, space, paths: Paths) -> Plan:
 
 def run(args) -> Path:
     from search.connect import check_cluster, connect
-    from search.console import Console
+    from search.console import Console, TensorBoard
     from search.study import create_study, enqueue_points, load_study, study_exists
 
     space = load_space(args.space)
@@ -188,10 +202,11 @@ def run(args) -> Path:
             # the study's INITIAL (or GRID) points first, as many as the search stage trains
             enqueue_points(study, space.initial[:plan.num_samples], plan.base_seed, plan.audit_fraction, plan.seed)
         load_study(paths.optuna, plan.name, plan.mode, plan.metric, plan.space_digest)  # refuses a changed study
-        console = Console(plan, verbose=args.verbose)
+        console = Console(plan, verbose=args.verbose, concurrency=args.concurrency)
+        console.plan_lines(space, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}, args.resume)
         if waiting:
             console.line(waiting)
-        Driver(plan, space, paths, args, console).run()
+        Driver(plan, space, paths, args, [console, TensorBoard(paths.tensorboard, plan.metric)]).run()
         console.closing(paths, time.time() - t0)
         return paths.parquet
     finally:
@@ -201,15 +216,15 @@ def run(args) -> Path:
 class Driver:
     """A sweep's stages, each run as batches built from the study and the Parquet file."""
 
-    def __init__(self, plan: Plan, space, paths: Paths, args, console):
-        self.plan, self.space, self.paths, self.args, self.console = plan, space, paths, args, console
+    def __init__(self, plan: Plan, space, paths: Paths, args, listeners: list):
+        self.plan, self.space, self.paths, self.args = plan, space, paths, args
+        self.listeners, self.console = listeners, listeners[0]
         self.resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
 
     def run(self) -> None:
         self.stage(SEARCH)
-        if self.plan.confirm_seeds > 0:
-            self.enqueue_confirmation()
-            self.stage(CONFIRM)
+        if self.plan.confirm_max_seeds:
+            self.race()
 
     def rows(self, columns: list[str] | None = None) -> pd.DataFrame:
         if not self.paths.parquet.exists():
@@ -218,25 +233,34 @@ class Driver:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SCHEMA.items() if columns is None or c in columns})
         return read_results(self.paths.parquet, columns)
 
-    def confirm_jobs(self) -> list[tuple[dict, int]]:
-        """(point, seed) of the confirmation stage, seed-major so that every finished seed pairs all points: the
-        best point of each grouping strategy plus the overall top-k (from the finished search stage's rows,
-        so the same on every resume), with seeds base + CONFIRM_SEED_BASE + i."""
-        from search import analysis
+    def race(self) -> None:
+        """The confirmation race (search/verdict.py): paired seeds in rounds, each round every active point trained
+        with the same seeds up to the next look; decisions recomputed from the Parquet rows after each round."""
+        from search.analysis import race_state
 
         p = self.plan
-        ranking = analysis.search_ranking(self.rows(), p.metric, p.mode, p.grace_period, p.reduction_factor,
-                                          p.max_epochs)
-        points = analysis.confirm_points(ranking, p.confirm_top)
-        return [(json.loads(pt), p.base_seed + CONFIRM_SEED_BASE + i) for i in range(p.confirm_seeds) for pt in points]
+        while True:
+            state, points, reference = race_state(self.rows(), p)
+            if state is None:
+                self.console.line(f"no confirmation race: {len(points)} point(s) to confirm" + (
+                    f", none matching the reference {p.verdict['reference']}" if len(points) > 1 else ""))
+                return
+            self.console.race_look(state, points, reference)
+            if state.finished:
+                return
+            seeds = sorted({i for idx in state.next_seeds.values() for i in idx})
+            self.enqueue_confirmation([(json.loads(pt), p.confirm_seed_base + i) for i in seeds
+                                       for pt, idx in state.next_seeds.items() if i in idx])
+            self.stage(CONFIRM)
 
-    def enqueue_confirmation(self) -> None:
+    def enqueue_confirmation(self, jobs: list[tuple[dict, int]]) -> None:
+        """Enqueue the (point, seed) jobs the study does not hold yet (seed-major: each seed pairs every point)."""
         from search.study import enqueue_job, load_study, point_key
 
         study = load_study(self.paths.optuna, self.plan.name)
         have = {(point_key(t.user_attrs["point"]), t.user_attrs["seed"]) for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("stage") == CONFIRM}
-        for point, seed in self.confirm_jobs():
+        for point, seed in jobs:
             if (point_key(point), seed) not in have:
                 enqueue_job(study, CONFIRM, point, seed)
 
@@ -286,8 +310,8 @@ class Driver:
             return maker.ask()
 
         batch = Batch(stage, study, table, p.metric, p.mode, p.max_epochs, continuing, ask, p.fixed, rungs,
-                      self.console)
-        self.console.batch_started(stage, continuing, new, table)
+                      self.listeners)
+        batch.emit("batch_started", stage, continuing, new, table)
         trainable = make_trainable(p.fixed, self.paths.checkpoints, reported, self.resources)
         run_batch(batch, trainable, num_samples=len(continuing) + new, storage_path=self.paths.tune,
                   name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", concurrency=self.args.concurrency,

@@ -22,7 +22,13 @@ from pbn.metrics import OBJECTIVES
 MODULE_NAME = "pbn_search_space"
 REQUIRED = {"METRIC": str, "MAX_EPOCHS": int, "FIXED": dict}
 OPTIONAL = {"MODE": str, "NUM_SAMPLES": int, "GRACE_PERIOD": int, "REDUCTION_FACTOR": int, "INITIAL": list,
-            "GRID": list, "CONFIRM_TOP": int, "CONFIRM_SEEDS": int, "AUDIT_FRACTION": float}
+            "GRID": list, "CONFIRM_TOP": int, "CONFIRM_MAX_SEEDS": int, "AUDIT_FRACTION": float,
+            # the verdict's declared design (search/verdict.py): read before any confirmation seed is trained
+            "FAMILY": str, "REFERENCE": dict, "MARGIN": float, "ALPHA": float, "PRIMARY": str, "SECONDARY": str,
+            "SECONDARY_ALPHA": float, "LOOKS": tuple}
+# FAMILY's default: each grouping's representative against `shared` (the paper's claim: branches vs the plain
+# stacked hourglass) where the study searches the grouping; otherwise Hsu's comparisons with the best.
+DEFAULT_REFERENCE = {"grouping": "shared"}
 # Config keys the driver sets itself: epochs is MAX_EPOCHS; seed is the replicate dimension (search trials
 # train with FIXED's seed, confirmation trials with their own paired seeds).
 DRIVER_KEYS = ("epochs", "seed")
@@ -52,7 +58,8 @@ class Space:
     reduction_factor: int | None
     audit_fraction: float
     confirm_top: int
-    confirm_seeds: int
+    confirm_max_seeds: int  # the race's cap on paired seeds per point (0: no confirmation stage)
+    verdict: dict  # the declared design: family, reference, margin, alpha, primary, secondary, ... (see verdict())
 
 
 class GridSpace:
@@ -136,7 +143,8 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{p}: missing {', '.join(missing)} (see search/spaces/branches.py for the layout)")
     for name, typ in {**REQUIRED, **OPTIONAL}.items():
         v = getattr(module, name, None)
-        ok = v is None or isinstance(v, typ) or (typ is float and isinstance(v, int) and not isinstance(v, bool))
+        ok = (v is None or isinstance(v, typ) or (typ is float and isinstance(v, int) and not isinstance(v, bool))
+              or (typ is tuple and isinstance(v, list)))
         if not ok or isinstance(v, bool):
             raise SpaceError(f"{p}: {name} must be {typ.__name__}, got {v!r}")
     if hasattr(module, "space") and not callable(module.space):
@@ -194,10 +202,63 @@ def load_space(path: str | Path) -> Space:
     num_samples = len(grid) if grid is not None else getattr(module, "NUM_SAMPLES", None)
     if num_samples is None:
         raise SpaceError(f"{p}: missing NUM_SAMPLES (a GRID file may leave it out: every point is one trial)")
+    cap = getattr(module, "CONFIRM_MAX_SEEDS", None) or 0
+    design = declared_design(module, p, mode, names, [*initial, *proposals])
+    if cap and design is None:
+        raise SpaceError(f"{p}: CONFIRM_MAX_SEEDS needs MARGIN, the equivalence margin in {module.METRIC} points, with "
+                         "its reason (a difference smaller than this does not matter)")
     return Space(p.resolve(), hashlib.sha256(text).hexdigest(), module.space, module.METRIC, mode, module.FIXED,
                  module.MAX_EPOCHS, num_samples, tuple(sorted(names)), grid if grid is not None else initial,
-                 grid is not None, grace, rf, float(audit), getattr(module, "CONFIRM_TOP", None) or 0,
-                 getattr(module, "CONFIRM_SEEDS", None) or 0)
+                 grid is not None, grace, rf, float(audit), getattr(module, "CONFIRM_TOP", None) or 0, cap,
+                 design or {})
+
+
+def declared_design(module, p: Path, mode: str, names: set[str], proposals: list[dict]) -> dict | None:
+    """The verdict's design as the study file declares it (None without MARGIN), checked here so that a wrong
+    one is refused before any trial. Keys: family, reference (a filter on point values, or None), margin,
+    alpha, primary, secondary (or None), secondary_alpha, looks."""
+    from search.verdict import DEFAULT_LOOKS, FAMILIES
+
+    if getattr(module, "MARGIN", None) is None:
+        return None
+    primary = getattr(module, "PRIMARY", None) or module.METRIC
+    secondary = getattr(module, "SECONDARY", None)
+    if secondary is None and primary == "pckh":
+        secondary = "pckh_occluded"  # the paper's claim is about occluded joints
+    for name, metric in (("PRIMARY", primary), ("SECONDARY", secondary)):
+        if metric is not None and metric not in OBJECTIVES:
+            raise SpaceError(f"{p}: {name} must be one of {sorted(OBJECTIVES)} (pbn/metrics.py), got {metric!r}")
+    searches_grouping = "grouping" in names
+    family = getattr(module, "FAMILY", None) or ("vs-reference" if searches_grouping else "best")
+    if family not in FAMILIES:
+        raise SpaceError(f"{p}: FAMILY must be one of {list(FAMILIES)}, got {family!r}")
+    reference = getattr(module, "REFERENCE", None)
+    if family == "vs-reference":
+        reference = reference or (DEFAULT_REFERENCE if searches_grouping else None)
+        if not reference or not any(all(pt.get(k) == v for k, v in reference.items()) for pt in proposals):
+            raise SpaceError(f"{p}: FAMILY 'vs-reference' needs REFERENCE, a filter on point values that some point of "
+                             f"the space matches (e.g. {DEFAULT_REFERENCE}), got {reference!r}")
+    secondary_alpha = getattr(module, "SECONDARY_ALPHA", None)
+    design = {"family": family, "reference": reference if family == "vs-reference" else None,
+              "margin": module.MARGIN, "alpha": getattr(module, "ALPHA", None) or 0.05,
+              "primary": primary, "secondary": secondary,
+              "secondary_alpha": (0.01 if secondary else 0.0) if secondary_alpha is None else secondary_alpha,
+              "looks": list(getattr(module, "LOOKS", None) or DEFAULT_LOOKS)}
+    try:
+        verdict_design(design, max(design["looks"]))
+    except ValueError as e:
+        raise SpaceError(f"{p}: {e}") from None
+    return design
+
+
+def verdict_design(design: dict, max_seeds: int, margin: float | None = None):
+    """search.verdict.Design of a declared design, with the sweep's cap (and a --margin given on the command
+    line)."""
+    from search.verdict import Design
+
+    return Design(margin=float(margin if margin is not None else design["margin"]), family=design["family"],
+                  alpha=design["alpha"], secondary_alpha=design["secondary_alpha"] if design["secondary"] else 0.0,
+                  looks=tuple(design["looks"]), max_seeds=max_seeds)
 
 
 def check_fixed(fixed: dict, searched, where: str) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pbn.atomic import atomic_write_text
 
+CONFIRM_SEED_OFFSET = 1000  # the search stage trains base + n for the n-th repeat of a point: far below this
+
 
 class SweepError(RuntimeError):
     """The sweep cannot start or resume as asked."""
@@ -38,7 +40,8 @@ class Plan:
     seed: int  # the sampler's seed (also places the audited trials)
     audit_fraction: float
     confirm_top: int
-    confirm_seeds: int
+    confirm_max_seeds: int  # the race's cap on paired seeds per point (0: no confirmation stage)
+    verdict: dict  # the declared design (search/space.py declared_design), --margin applied
     storage: str  # checkpoints and Tune's files: a path every node reaches, or a URI
     optuna_storage: str
     created: float
@@ -48,6 +51,17 @@ class Plan:
     def base_seed(self) -> int:
         """The training seed of a point's first search trial."""
         return int(self.fixed.get("seed", 0))
+
+    @property
+    def confirm_seed_base(self) -> int:
+        """Seed index i of the confirmation race trains seed confirm_seed_base + i: never a search seed."""
+        return self.base_seed + CONFIRM_SEED_OFFSET
+
+    def design(self):
+        """The race's search.verdict.Design (None without a confirmation stage)."""
+        from search.space import verdict_design
+
+        return verdict_design(self.verdict, self.confirm_max_seeds) if self.confirm_max_seeds else None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -73,6 +87,8 @@ class Paths:
         self.parquet = self.results / f"{name}.parquet"
         self.plan = self.results / f"{name}.sweep.json"
         self.lock = self.results / f"{name}.lock"
+        self.report = self.results / name  # the report's files, and the TensorBoard runs
+        self.tensorboard = self.report / "tensorboard"
         self.storage = storage or str(self.results / "tune")
         self.optuna = optuna or str(self.results / f"{name}.optuna.log")
 

@@ -212,6 +212,8 @@ class Outcome:
     diff: np.ndarray  # [S, U]
     lo: np.ndarray  # [S, U]
     hi: np.ndarray  # [S, U]
+    eq_lo: np.ndarray  # [S, U] the equivalence test's bounds (m -+ c1 se; `best`: as lo/hi)
+    eq_hi: np.ndarray  # [S, U]
     pair_mean: np.ndarray  # [S, P] at each pair's last evaluation
     pair_sd: np.ndarray  # [S, P] (unfloored)
     pair_n: np.ndarray  # [S, P]
@@ -270,7 +272,7 @@ def decide_looks(values, design: Design, pairs, alpha_c: float | None, complete=
     p1, p2 = tail_probabilities(looks, 0.05 if describe else alpha_c, design.delta)
     u = k if best else len(pairs)
     dec, look = np.zeros((s_, u), np.int8), np.full((s_, u), -1)
-    diff, lo_u, hi_u = (np.full((s_, u), np.nan) for _ in range(3))
+    diff, lo_u, hi_u, eqlo_u, eqhi_u = (np.full((s_, u), np.nan) for _ in range(5))
     pm, psd, pn, plo, phi = (np.full((s_, len(pairs)), x) for x in (np.nan, np.nan, 0, -np.inf, np.inf))
     trials, running, halted = np.zeros((s_, k), int), np.ones(s_, bool), np.full(s_, len(looks))
     for li, nl in enumerate(looks):
@@ -302,14 +304,17 @@ def decide_looks(values, design: Design, pairs, alpha_c: float | None, complete=
                 # an `equivalent` point stays active for the others and may sharpen to better/worse: every
                 # claim is implied by the same simultaneous coverage, so a second claim costs no error
                 upd = (und | ((dec == 3) & ((new == 1) | (new == 2)))) & ev.any(1, keepdims=True)
-                cur = (blo, bhi, bm)
+                cur = (blo, bhi, bm, blo, bhi)
             else:
-                equiv = (m + c1 * se < design.margin) & (m - c1 * se > -design.margin)
+                eq_lo, eq_hi = m - c1 * se, m + c1 * se
+                equiv = (eq_hi < design.margin) & (eq_lo > -design.margin)
                 new = np.where(lo > 0, 1, np.where(hi < 0, 2, np.where(equiv, 3, 0)))
-                upd, cur = ev, (lo, hi, m)
+                upd, cur = ev, (lo, hi, m, eq_lo, eq_hi)
             if describe:
-                new, cur = np.zeros_like(new), (np.full_like(cur[2], np.nan), np.full_like(cur[2], np.nan), cur[2])
-            lo_u, hi_u, diff = (np.where(upd, x, y) for x, y in zip(cur, (lo_u, hi_u, diff), strict=True))
+                nan = np.full_like(cur[2], np.nan)
+                new, cur = np.zeros_like(new), (nan, nan, cur[2], nan, nan)
+            lo_u, hi_u, diff, eqlo_u, eqhi_u = (np.where(upd, x, y) for x, y in
+                                                zip(cur, (lo_u, hi_u, diff, eqlo_u, eqhi_u), strict=True))
             look = np.where(upd, li, look)
             dec = np.where(upd, new, dec).astype(np.int8)
         if stop:
@@ -317,7 +322,7 @@ def decide_looks(values, design: Design, pairs, alpha_c: float | None, complete=
             stuck = running & (act & ~comp).any(1)
             halted = np.where(stuck, li, halted)
             running &= ~stuck
-    return Outcome(dec, look, diff, lo_u, hi_u, pm, psd, pn, trials, halted)
+    return Outcome(dec, look, diff, lo_u, hi_u, eqlo_u, eqhi_u, pm, psd, pn, trials, halted)
 
 
 # ------------------------------------------------------------------------------------ the race on real rows
@@ -387,7 +392,8 @@ def _rows_of(o: Outcome, v, design, pairs, points, alpha_c, metric) -> list[dict
         dec = DECISIONS[o.decision[0, u]] if alpha_c else "descriptive"
         row = {"metric": metric, "a": points[a], "b": "max(others)" if best else points[b],
                "diff": float(o.diff[0, u]) if li >= 0 else (float(d.mean()) if len(d) else math.nan),
-               "lo": float(o.lo[0, u]), "hi": float(o.hi[0, u]), "decision": dec, "margin": design.margin,
+               "lo": float(o.lo[0, u]), "hi": float(o.hi[0, u]), "eq_lo": float(o.eq_lo[0, u]),
+               "eq_hi": float(o.eq_hi[0, u]), "decision": dec, "margin": design.margin,
                "family": design.family, "alpha": alpha_c or 0.0, "look": design.looks[li] if li >= 0 else None,
                "n_seeds": len(d), "p_improvement": float(((d > 0) + 0.5 * (d == 0)).mean()) if len(d) else math.nan,
                "seeds_to_decide": None}

@@ -262,7 +262,7 @@ def test_token_cluster_admits_only_drivers_with_its_token(tmp_path, monkeypatch)
     wrong.write_text(os.urandom(32).hex())
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    args = ["--num-samples", "1", "--max-epochs", "1", "--confirm-seeds", "0", *TINY_SET]
+    args = ["--num-samples", "1", "--max-epochs", "1", "--confirm-max-seeds", "0", *TINY_SET]
     with _token_cluster(tmp_path, token) as (address, node_ip, dashboard):
         if importlib.util.find_spec("aiohttp"):  # the dashboard needs ray[default] (the cluster image has it)
             deadline = time.time() + 60
@@ -346,7 +346,7 @@ def test_node_loss_mid_trial(tmp_path, driver):
     parquet = tmp_path / "results" / "nodeloss.parquet"
     argv = ["--space", str(ROOT / "search/spaces/branches.py"), "--results", str(tmp_path / "results"),
             "--name", "nodeloss", "--num-samples", str(n), "--max-epochs", str(epochs), "--address", cluster.address,
-            "--cpus-per-trial", "1", "--gpus-per-trial", "1", "--confirm-seeds", "0", *TINY_SET,
+            "--cpus-per-trial", "1", "--gpus-per-trial", "1", "--confirm-max-seeds", "0", *TINY_SET,
             "--set", "synthetic_train=96"]
     loss = {}
     peak = [0.0]

@@ -52,10 +52,12 @@ def assert_study_matches(df: pd.DataFrame, study, max_epochs: int) -> None:
 
 @pytest.mark.slow
 def test_sweep_end_to_end_parquet_study_and_verdict(tmp_path):
-    r = sweep(tmp_path, "--name", "e2e", "--num-samples", "5", "--max-epochs", "4", "--concurrency", "2",
-              "--confirm-top", "2", "--confirm-seeds", "2", *TINY_SET)
+    r = sweep(tmp_path, "--name", "e2e", "--num-samples", "5", "--max-epochs", "3", "--concurrency", "2",
+              "--confirm-top", "2", "--confirm-max-seeds", "3", *TINY_SET)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Verdict:" in r.stdout and "e2e.parquet" in r.stdout
+    out = r.stdout + r.stderr
+    assert "Verdict:" in out and "e2e.parquet" in out and "confirmation race (look at 3 seeds)" in out
+    assert "Checkpoint successfully created" not in out and "Current best trial" not in out
     df = pd.read_parquet(tmp_path / "results" / "e2e.parquet")
     assert not df.duplicated(["trial_id", "epoch"]).any() and set(df["status"]) == {"TERMINATED"}
     search, confirm = df[df.stage == "search"], df[df.stage == "confirm"]
@@ -64,7 +66,7 @@ def test_sweep_end_to_end_parquet_study_and_verdict(tmp_path):
     seeds = search.groupby("point")["seed"].apply(lambda s: sorted(set(s)))
     assert all(v == list(range(len(v))) for v in seeds), seeds
     assert search.drop_duplicates("trial_id").groupby(["point", "seed"]).size().max() == 1
-    assert set(search["grouping"]) == {"shared", "per-part", "human", "mi"}  # the seeded first trials, nothing else
+    assert set(search["grouping"]) == {"shared", "per-part", "human", "mi"}  # the pinned first trials, nothing else
     assert str(df["clusters"].dtype) == "Int64" and df.loc[df.grouping != "mi", "clusters"].isna().all()
     assert df.loc[df.grouping == "mi", "clusters"].notna().all()
     for col, kind in [("epoch", "int64"), ("seed", "int64"), ("stage", "string"), ("pckh", "float64"),
@@ -74,31 +76,37 @@ def test_sweep_end_to_end_parquet_study_and_verdict(tmp_path):
         assert str(df[col].dtype) == kind, col
     last = search.groupby("trial_id")["epoch"].max()
     early = search.groupby("trial_id")["stopped_early"].first()
-    assert ((last < 4) == early).all()  # whether ASHA stops any of 5 near-chance tiny trials depends on ties
-    # the confirmation stage: the best point of each of the 4 strategies (the top 2 are among them), each
-    # trained to the last epoch with the same two seeds
+    assert ((last < 3) == early).all()
+    # the confirmation race: each grouping's representative (the top 2 are among them), one look of 3 paired seeds
+    # (the cap), every replicate of a point the same model: the same joint groups (mi included)
     points = confirm.groupby("point")["seed"].apply(lambda s: sorted(set(s)))
-    assert len(points) == 4 and all(seeds == [1000, 1001] for seeds in points)  # never a search-stage seed
-    assert (confirm.groupby("trial_id")["epoch"].max() == 4).all() and not confirm["stopped_early"].any()
+    assert len(points) == 4 and all(s == [1000, 1001, 1002] for s in points)  # never a search-stage seed
+    assert (confirm.groupby("trial_id").epoch.max() == 3).all() and not confirm["stopped_early"].any()
+    assert (confirm.groupby("point")["groups"].nunique() == 1).all()
+    mi = df[df.grouping == "mi"]
+    assert mi.groupby("point")["groups"].nunique().max() == 1  # search and confirmation trials alike
     epochs = df[df.epoch > 0]
     assert epochs[["params", "gflops", "device_seconds", "pckh_lo", "pckh_hi"]].notna().all().all()
     assert (epochs.pckh_lo <= epochs.pckh).all() and (epochs.pckh <= epochs.pckh_hi).all()
     assert df["pckh"].between(0, 100).all() and df["git_commit"].str.len().gt(6).all()
     cfg = json.loads(df["config"].iloc[0])
-    assert cfg["synthetic_train"] == 32 and cfg["epochs"] == 4
+    assert cfg["synthetic_train"] == 32 and cfg["epochs"] == 3
     assert (df["groups"].str.count(r"\|") + 1 == df.apply(
         lambda r: {"shared": 1, "per-part": 16, "human": 6}.get(r.grouping, r.clusters), axis=1)).all()
-    assert_study_matches(df, study_of(tmp_path, "e2e"), 4)
+    assert_study_matches(df, study_of(tmp_path, "e2e"), 3)
     rep = run_cli("search.report", str(tmp_path / "results" / "e2e.parquet"))
     assert rep.returncode == 0, rep.stderr
-    out = tmp_path / "results" / "e2e"
-    assert "\n## Verdict\n" in (out / "summary.md").read_text()
-    verdict = json.loads((out / "verdict.json").read_text())
-    assert len(verdict) == 2 * 3  # best vs each of the 3 others, on pckh and on pckh_occluded
-    assert all(set(v) == {"a", "b", "metric", "epoch", "diff", "lo", "hi", "resolved", "n_seeds"} and
-               v["epoch"] == 4 and v["n_seeds"] == 2 for v in verdict)
-    for name in ("pareto.png", "cost_curve.png", "importance.png"):
-        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    report = tmp_path / "results" / "e2e"
+    assert "\n## Verdict\n" in (report / "summary.md").read_text()
+    verdict = json.loads((report / "verdict.json").read_text())
+    # 3 contrasts vs shared, on PCKh and on occluded PCKh, each with a decision
+    assert len(verdict) == 2 * 3 and all(v["epoch"] == 3 and v["n_seeds"] == 3 and v["b"] == "shared W=64 D=1" and
+                                         v["decision"] in ("better", "worse", "equivalent", "undecided")
+                                         for v in verdict)
+    for name in ("pareto.png", "cost_curve.png", "importance.png", "per_seed.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG"
+    events = list((report / "tensorboard" / "confirm").glob("mi k=5 W=64 D=1 seed 100[0-2]/events.out.tfevents.*"))
+    assert len(events) == 3  # TensorBoard runs named by point, seed and stage
     again = sweep(tmp_path, "--name", "e2e", "--num-samples", "5", *TINY_SET)
     assert again.returncode == 2 and "already exists" in again.stderr and "--resume" in again.stderr
     assert pd.read_parquet(tmp_path / "results" / "e2e.parquet").equals(df)  # nothing overwritten
@@ -122,7 +130,7 @@ TINY_FIXED = {"synthetic_train": 32, "synthetic_val": 16, "channels": 32, "batch
 def test_what_a_study_fixes_stays_fixed(tmp_path, fixed, column, value):
     space = write_space(tmp_path, "mine", {**fixed, **TINY_FIXED},
                         "    trial.suggest_int('width', 8, 16, step=8)")
-    r = sweep(tmp_path, "--name", "mine", "--confirm-seeds", "0", space=space)
+    r = sweep(tmp_path, "--name", "mine", "--confirm-max-seeds", "0", space=space)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     df = read_results(tmp_path / "results" / "mine.parquet")
     assert df["trial_id"].nunique() == 2 and (df[column] == value).all() and (df["depth"] == 0).all()
@@ -150,7 +158,7 @@ def test_a_key_both_fixed_and_searched_is_refused_before_ray(tmp_path):
 
 @pytest.mark.slow
 def test_the_ablation_grid_trains_every_point(tmp_path):
-    r = sweep(tmp_path, "--name", "abl", "--max-epochs", "1", "--confirm-seeds", "0", "--concurrency", "2",
+    r = sweep(tmp_path, "--name", "abl", "--max-epochs", "1", "--confirm-max-seeds", "0", "--concurrency", "2",
               "--set", "width=16", "--set", "stacks=1", "--set", "synthetic_val=16", "--set", "synthetic_train=32",
               "--set", "channels=32", "--set", "batch_size=8", space=ROOT / "search/spaces/ablation.py")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -191,7 +199,7 @@ def test_diverging_trial_is_recorded_as_error_without_retraining(tmp_path):
     the same seed would diverge again), the sweep goes on, and the Parquet file and the study show it."""
     from optuna.trial import TrialState
 
-    r = sweep(tmp_path, "--name", "nan", "--num-samples", "1", "--max-epochs", "2", "--confirm-seeds", "0",
+    r = sweep(tmp_path, "--name", "nan", "--num-samples", "1", "--max-epochs", "2", "--confirm-max-seeds", "0",
               *TINY_SET, "--set", "lr=1e12")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout + r.stderr
@@ -259,9 +267,9 @@ def test_sigkill_in_both_stages_then_resume(tmp_path):
     resume: the sweep ends with exactly the asked trials, no (trial, epoch) twice, no finished trial re-run,
     in-flight trials continued from their newest readable checkpoint, and the study matching the Parquet file.
     Nothing of Tune's survives a kill here: the study and the Parquet file are the whole state."""
-    n, epochs = 4, 6
+    n, epochs = 4, 5
     args = ["--name", "kill", "--num-samples", str(n), "--max-epochs", str(epochs), "--concurrency", "2",
-            "--confirm-seeds", "2", "--confirm-top", "0", *TINY_SET]
+            "--confirm-max-seeds", "3", "--confirm-top", "0", *TINY_SET]
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
            "--results", str(tmp_path / "results"), *args]
     parquet, ckpts = tmp_path / "results" / "kill.parquet", tmp_path / "results" / "tune" / "kill" / "checkpoints"
@@ -287,7 +295,7 @@ def test_sigkill_in_both_stages_then_resume(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = pd.read_parquet(parquet)
     assert after.loc[after.stage == "search", "trial_id"].nunique() == n
-    assert after.loc[after.stage == "confirm", "trial_id"].nunique() == 4 * 2  # 4 strategies x 2 seeds
+    assert after.loc[after.stage == "confirm", "trial_id"].nunique() == 4 * 3  # 4 strategies x 3 seeds (the cap)
     assert not after.duplicated(["trial_id", "epoch"]).any()
     assert set(after["status"]) == {"TERMINATED"}, r.stdout[-4000:] + r.stderr[-4000:]
     for _, grp in after.groupby("trial_id"):
@@ -321,7 +329,7 @@ def test_ctrl_c_then_resume(tmp_path):
     exit 130 with the resume hint, that trial is not recorded as finished, and --resume completes it."""
     n = 4
     args = ["--name", "intr", "--num-samples", str(n), "--max-epochs", "6", "--concurrency", "2",
-            "--confirm-seeds", "0", *TINY_SET]
+            "--confirm-max-seeds", "0", *TINY_SET]
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
            "--results", str(tmp_path / "results"), *args]
     parquet = tmp_path / "results" / "intr.parquet"

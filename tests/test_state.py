@@ -186,7 +186,8 @@ def test_the_plan_round_trips_and_refuses_a_foreign_file(tmp_path):
 
     plan = Plan(name="p", space="s.py", space_digest="d", metric="pckh", mode="max", num_samples=4, max_epochs=5,
                 grace_period=2, reduction_factor=2, fixed={"preset": "small", "epochs": 5}, seed=1,
-                audit_fraction=0.25, confirm_top=0, confirm_seeds=3, storage="/x", optuna_storage="/y", created=1.0)
+                audit_fraction=0.25, confirm_top=0, confirm_max_seeds=8, verdict={"margin": 3.0}, storage="/x",
+                optuna_storage="/y", created=1.0)
     paths = Paths(tmp_path, "p")
     paths.write_plan(plan)
     assert paths.read_plan() == plan and plan.base_seed == 0
