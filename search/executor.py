@@ -59,6 +59,7 @@ class Batch:
     fixed: dict = field(default_factory=dict)  # the sweep's fixed config (for the row of a trial that never reported)
     rungs: Rungs | None = None
     events: list = field(default_factory=list)  # listeners (search/console.py: Console, TensorBoard)
+    sync: Callable[[bool], None] = lambda force: None  # copy the study to the sweep's storage (search/mirror.py)
     jobs: dict[str, Job] = field(default_factory=dict)  # trial id -> job, as handed to Tune
     stopped: set[str] = field(default_factory=set)  # trials ASHA stopped in this batch
     judged: dict = field(default_factory=dict)  # (trial, rung epoch) -> "kept" / "stopped" / "would stop"
@@ -96,7 +97,11 @@ class JobSearcher(_DriverOnly, Searcher):
         return True  # the batch knows its metric; the study its space
 
     def suggest(self, trial_id: str):
-        job = self.queue.pop(0) if self.queue else self.batch.ask()
+        if self.queue:
+            job = self.queue.pop(0)
+        else:
+            job = self.batch.ask()
+            self.batch.sync(True)  # the new trial is on the storage before it can report anything
         if job is None:
             return Searcher.FINISHED
         self.batch.jobs[job.trial_id] = job
@@ -217,6 +222,7 @@ class Recorder(_DriverOnly, Callback):
         info = b.table.trials[job.trial_id]
         last_row = b.table.rows.get(job.trial_id, {}).get(info.last, {})
         tell_final(b.study, job.number, status, last_row.get(b.metric), info.last, b.max_epochs, job.stage)
+        b.sync(True)
         b.emit("ended", job, status, info.last, last_row, reason)
 
     def _config(self, job: Job) -> dict:
@@ -230,9 +236,11 @@ class Recorder(_DriverOnly, Callback):
     def on_step_end(self, iteration, trials, **info):
         # Tune calls this after every event and at least every 0.1 s: a Parquet write when one is due.
         self.batch.table.flush(force=False)
+        self.batch.sync(False)
 
     def on_experiment_end(self, trials, **info):
         self.batch.table.flush()
+        self.batch.sync(True)
 
 
 def _error_line(trial) -> str:

@@ -104,8 +104,10 @@ class ResultsTable:
     in memory; parts whose trials have all ended are on disk only."""
 
     def __init__(self, path: str | Path, sweep: str, max_epochs: int, part_rows: int = PART_ROWS,
-                 flush_seconds: float = FLUSH_SECONDS):
+                 flush_seconds: float = FLUSH_SECONDS, on_write=None):
+        """on_write(part path): called after each part is written (search/mirror.py copies it to the storage)."""
         self.path, self.sweep, self.max_epochs = Path(path), sweep, max_epochs
+        self.on_write = on_write
         self.trials_per_part = max(1, part_rows // max(1, max_epochs))
         self.flush_seconds = flush_seconds
         self.trials: dict[str, TrialInfo] = {}
@@ -248,6 +250,8 @@ class ResultsTable:
         table = pa.concat_tables([self._trial_table(tid) for tid in self.parts[part]])
         atomic_write(self._part_path(part), lambda p: pq.write_table(table, p, use_dictionary=STRING_COLUMNS,
                                                                      write_statistics=False))
+        if self.on_write is not None:
+            self.on_write(self._part_path(part))
         del self.dirty[part]
         ids = self.parts[part]
         if len(ids) >= self.trials_per_part and all(self.trials[t].status in ENDED for t in ids):
@@ -271,6 +275,8 @@ class ResultsTable:
                 tmp.mkdir(parents=True)
                 pq.write_table(ARROW_SCHEMA.empty_table(), tmp / self._part_path(0).name)
                 os.rename(tmp, self.path)
+                if self.on_write is not None:
+                    self.on_write(self._part_path(0))
             self._schema_written = True
 
     def flush(self, force: bool = True) -> None:

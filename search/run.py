@@ -24,6 +24,7 @@ import pandas as pd
 from pbn.config import ConfigError, resolve
 from pbn.data.check import require_valid_data
 from pbn.data.records import DataError
+from search.mirror import Mirror, mirrored
 from search.results import CONFIRM, SEARCH, ResultsError, read_results
 from search.space import SpaceError, check_fixed, load_space
 from search.study import StudyError
@@ -148,7 +149,7 @@ def new_plan(args, space, paths: Paths) -> Plan:
                 mode=space.mode, num_samples=num_samples, max_epochs=max_epochs, grace_period=grace,
                 reduction_factor=space.reduction_factor if grace else None, fixed=fixed,
                 seed=0 if args.seed is None else args.seed, audit_fraction=audit, confirm_top=confirm_top,
-                confirm_max_seeds=cap, verdict=verdict, storage=paths.storage, optuna_storage=paths.optuna,
+                confirm_max_seeds=cap, verdict=verdict, storage=args.storage, optuna_storage=args.optuna_storage,
                 created=time.time(), argv=sys.argv[1:])
     check_data(plan, space)
     from search.study import refuse_existing
@@ -168,6 +169,9 @@ def resumed_plan(args, space, paths: Paths) -> Plan:
              (args.confirm_max_seeds, plan.confirm_max_seeds), "--margin": (args.margin, plan.verdict.get("margin")),
              "--optuna-storage": (args.optuna_storage, plan.optuna_storage),
              "--storage": (args.storage, plan.storage), "--seed": (args.seed, plan.seed)}
+    if args.storage is None and plan.storage is not None:  # PBN_STORAGE unset on a head that should have it
+        raise SweepError(f"sweep {paths.name!r} keeps its state on {plan.storage}: resume with --storage "
+                         f"{plan.storage} (or PBN_STORAGE set)")
     for flag, (value, have) in given.items():
         if value is not None and value != have:
             raise SweepError(f"{flag} {value} differs from sweep {paths.name!r}'s {have}: a changed sweep is a new "
@@ -190,23 +194,30 @@ def run(args) -> Path:
     paths = Paths(args.results, args.name or space.path.stem, args.storage, args.optuna_storage)
     lock = lock_sweep(paths.lock, paths.name)
     try:
+        if args.resume and mirrored(paths) and Mirror(paths).behind():  # a fresh (or outdated) head
+            Mirror(paths).restore()
         plan = resumed_plan(args, space, paths) if args.resume else new_plan(args, space, paths)
         paths = Paths(args.results, plan.name, plan.storage, plan.optuna_storage)
+        mirror = Mirror(paths) if mirrored(paths) else None
         t0 = time.time()
         connect(args.address)  # a cluster that refuses this driver leaves no sweep behind
         waiting = check_cluster(args.cpus_per_trial, args.gpus_per_trial, paths.storage)
         if not args.resume:
             paths.write_plan(plan)  # first: a sweep whose study is missing is resumable (created below)
+            if mirror is not None:
+                mirror.put_plan()
         if not study_exists(paths.optuna, plan.name):
             study = create_study(paths.optuna, plan.name, plan.mode, plan.metric, plan.space_digest)
             # the study's INITIAL (or GRID) points first, as many as the search stage trains
             enqueue_points(study, space.initial[:plan.num_samples], plan.base_seed, plan.audit_fraction, plan.seed)
+            if mirror is not None:
+                mirror.sync()
         load_study(paths.optuna, plan.name, plan.mode, plan.metric, plan.space_digest)  # refuses a changed study
         console = Console(plan, verbose=args.verbose, concurrency=args.concurrency)
         console.plan_lines(space, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}, args.resume)
         if waiting:
             console.line(waiting)
-        Driver(plan, space, paths, args, [console, TensorBoard(paths.tensorboard, plan.metric)]).run()
+        Driver(plan, space, paths, args, [console, TensorBoard(paths.tensorboard, plan.metric)], mirror).run()
         console.closing(paths, time.time() - t0)
         return paths.parquet
     finally:
@@ -216,10 +227,15 @@ def run(args) -> Path:
 class Driver:
     """A sweep's stages, each run as batches built from the study and the Parquet file."""
 
-    def __init__(self, plan: Plan, space, paths: Paths, args, listeners: list):
+    def __init__(self, plan: Plan, space, paths: Paths, args, listeners: list, mirror=None):
         self.plan, self.space, self.paths, self.args = plan, space, paths, args
         self.listeners, self.console = listeners, listeners[0]
+        self.mirror = mirror
         self.resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+
+    def sync(self, force: bool = True) -> None:
+        if self.mirror is not None:
+            self.mirror.sync(force)
 
     def run(self) -> None:
         self.stage(SEARCH)
@@ -263,6 +279,7 @@ class Driver:
         for point, seed in jobs:
             if (point_key(point), seed) not in have:
                 enqueue_job(study, CONFIRM, point, seed)
+        self.sync()
 
     def stage(self, stage: str) -> None:
         """Run a stage's remaining work (nothing if it is done); SweepInterrupted if it ends unfinished."""
@@ -281,7 +298,8 @@ class Driver:
                    "reported_at", "audited"]
         df = self.rows(columns)
         reconcile(study, df, p.metric, p.max_epochs)
-        table = ResultsTable(self.paths.parquet, p.name, p.max_epochs)
+        table = ResultsTable(self.paths.parquet, p.name, p.max_epochs,
+                             on_write=self.mirror.put_part if self.mirror else None)
         mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == stage]
         continuing = [job_of(t) for t in mine if t.state == TrialState.RUNNING]
         rungs = None
@@ -296,6 +314,7 @@ class Driver:
                 value = table.rows.get(job.trial_id, {}).get(info.last, {}).get(p.metric)
                 tell_final(study, job.number, "TERMINATED", value, info.last, p.max_epochs, stage)
                 continuing.remove(job)
+        self.sync()  # what complete_attrs, reconcile and the rejudging told the study
         maker = TrialMaker(study, self.space.space, stage, p.base_seed, p.audit_fraction, p.seed)
         new = max(0, p.num_samples - maker.made) if stage == SEARCH else maker.waiting
         if not continuing and not new:
@@ -310,7 +329,7 @@ class Driver:
             return maker.ask()
 
         batch = Batch(stage, study, table, p.metric, p.mode, p.max_epochs, continuing, ask, p.fixed, rungs,
-                      self.listeners)
+                      self.listeners, self.sync)
         batch.emit("batch_started", stage, continuing, new, table)
         trainable = make_trainable(p.fixed, self.paths.checkpoints, reported, self.resources)
         run_batch(batch, trainable, num_samples=len(continuing) + new, storage_path=self.paths.tune,

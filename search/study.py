@@ -327,21 +327,26 @@ def record_epoch(study: optuna.Study, trial: optuna.trial.FrozenTrial, epoch: in
 
 
 def reconcile(study: optuna.Study, df: pd.DataFrame, metric: str, max_epochs: int) -> int:
-    """Tell the study what the Parquet file says of trials it still holds as RUNNING (a driver killed between
-    flushing a trial's end and telling the study): the epochs it never heard of, the costs, then the end.
-    df needs trial_id, epoch, status, stage, the metric, device_seconds, params, gflops. Returns how many."""
+    """Make the study hold what the Parquet file holds, for trials it still has RUNNING: the epochs it never heard
+    of (a study restored from a storage URI can lag the Parquet parts by its last second), and, for trials the
+    file records as ended (a driver killed between flushing a trial's end and telling the study), the costs and
+    the end. df needs trial_id, epoch, status, stage, the metric, device_seconds, params, gflops. Returns how many
+    trials it ended."""
     if df.empty:
         return 0
     last = df.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
     settled = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tid = trial_id_of(t.number)
-        if tid not in last.index or last.at[tid, "status"] == "RUNNING":
+        if tid not in last.index:
             continue
-        row, rows = last.loc[tid], df[(df.trial_id == tid) & (df.epoch > 0)]
+        rows = df[(df.trial_id == tid) & (df.epoch > 0)]
         seen = set(t.intermediate_values)
         for epoch, value in rows[["epoch", metric]].itertuples(index=False):
             record_epoch(study, t, int(epoch), value, seen)
+        row = last.loc[tid]
+        if row["status"] == "RUNNING":
+            continue
         costs = {"device_seconds": float(rows["device_seconds"].sum())}
         if len(rows):
             costs.update(params=int(rows["params"].iloc[-1]), gflops=float(rows["gflops"].iloc[-1]))

@@ -42,8 +42,8 @@ class Plan:
     confirm_top: int
     confirm_max_seeds: int  # the race's cap on paired seeds per point (0: no confirmation stage)
     verdict: dict  # the declared design (search/space.py declared_design), --margin applied
-    storage: str  # checkpoints and Tune's files: a path every node reaches, or a URI
-    optuna_storage: str
+    storage: str | None  # checkpoints, Tune's files, a copy of the state: a URI or shared path (None: <results>/tune)
+    optuna_storage: str | None  # the study's storage as given (None: <results>/<name>.optuna.log, wherever that is)
     created: float
     argv: list = field(default_factory=list)
 

@@ -179,6 +179,7 @@ def test_reconcile_tells_the_study_what_the_parquet_file_recorded(tmp_path):
     assert done.intermediate_values == {1: 1.0, 2: 20.0, 3: 30.0, 4: 40.0}  # the epochs it missed, added
     assert (done.user_attrs["device_seconds"], done.user_attrs["params"], done.user_attrs["gflops"]) == (8.0, 7, 0.5)
     assert stopped.state == TrialState.PRUNED and live.state == TrialState.RUNNING
+    assert live.intermediate_values == {1: 1.0, 2: 20.0, 3: 30.0}  # caught up with the file, still running
 
 
 def test_the_plan_round_trips_and_refuses_a_foreign_file(tmp_path):
