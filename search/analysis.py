@@ -12,6 +12,7 @@ frame (and pbn.stats), shared by the driver (which configurations to confirm) an
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -202,3 +203,23 @@ def race_state(df: pd.DataFrame, plan):
     state = race(race_rows(df, metrics, plan.max_epochs), design, points, reference, metric=primary,
                  secondary=secondary, base=plan.confirm_seed_base, directions={m: OBJECTIVES[m] for m in metrics})
     return state, points, reference
+
+
+def expected_epochs(plan, points: int) -> dict:
+    """Epochs a sweep will train, before it runs: the search stage under ASHA (every trial to the first rung, a
+    1/rf share of them on to each next rung and to MAX_EPOCHS, audited trials to the end), and the race's least
+    (every contrast decided at the first look) and most (the cap) for `points` raced points."""
+    e, n = plan.max_epochs, plan.num_samples
+    search = float(n * e)
+    if plan.grace_period:
+        bounds = [*asha.rung_epochs(plan.grace_period, plan.reduction_factor, e), e]
+        per, share = float(bounds[0]), 1.0
+        for lo, hi in itertools.pairwise(bounds):
+            share /= plan.reduction_factor
+            per += share * (hi - lo)
+        search = n * (plan.audit_fraction * e + (1 - plan.audit_fraction) * per)
+    design = plan.design() if plan.confirm_max_seeds else None
+    low = high = 0
+    if design is not None and points >= 2:
+        low, high = points * design.looks[0] * e, points * design.max_seeds * e
+    return {"search": search, "race_min": low, "race_max": high}

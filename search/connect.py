@@ -8,7 +8,8 @@ Connecting, bounded and interruptible in every case:
   in Ray's temporary directory). A record left by a Ray that died without `ray stop` would make Ray wait
   on its dead address forever; here a live recorded cluster is joined (on a head node, where `ray submit`
   runs the driver, that is the cluster) and a dead one is reported and replaced by a new local Ray.
-Ctrl-C and SIGTERM end the driver at once while it connects (Ray's wait blocks Python's signal handlers).
+All of it takes CONNECT_TIMEOUT_S at most (then exit 2 naming the address), and Ctrl-C and SIGTERM end the driver at
+once while it connects (Ray's waits hold the main thread in C++, where Python's signal handlers never run).
 
 Checking, before any trial is queued (`check_cluster`): a trial's resources must fit a node that is alive,
 or one the cluster's autoscaler can launch (GPU workers of cluster/gpu.yaml start from zero); the storage
@@ -48,13 +49,20 @@ class ConnectError(RuntimeError):
 def connect(address: str | None) -> None:
     """ray.init as the sweep driver needs it (see the module doc); ConnectError with the fix otherwise."""
     target = address or os.environ.get("RAY_ADDRESS") or None
+    with _Guard() as guard:  # everything below: CONNECT_TIMEOUT_S at most, and Ctrl-C/SIGTERM end it at once
+        _connect(target, guard)
+
+
+def _connect(target: str | None, guard: _Guard) -> None:
     if target in ("local",):
-        _init("local", "a new local Ray")
+        _init("local", "a new local Ray", guard)
         return
     if target is None or target == "auto":
         recorded = recorded_cluster()
+        if recorded:
+            guard.what = f"the Ray cluster at {recorded} (recorded in {ray_address_file()})"
         if recorded and _reachable(recorded, PROBE_TIMEOUT_S):
-            _init(recorded, f"the Ray cluster at {recorded} (recorded in {ray_address_file()})")
+            _init(recorded, f"the Ray cluster at {recorded} (recorded in {ray_address_file()})", guard)
         elif target == "auto":
             raise ConnectError(f"--address auto: no live Ray cluster on this machine (record: {recorded or 'none'}); "
                                "start one with `ray start --head`, or leave --address out for a local Ray")
@@ -63,49 +71,77 @@ def connect(address: str | None) -> None:
                 print(f"note: the Ray cluster recorded in {ray_address_file()} ({recorded}) does not answer: a Ray "
                       "that died without `ray stop` (run `ray stop` to clear it); starting a new local Ray",
                       file=sys.stderr, flush=True)
-            _init("local", "a new local Ray")
+            _init("local", "a new local Ray", guard)
         return
+    guard.what = f"the Ray cluster at {target}"
+    guard.hint = ": is it the address (host:port) of a Ray cluster's GCS, and does that cluster run?"
     if "://" not in target:
         mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
         source = token_source() if mode == "token" else None  # ConnectError if token mode has no usable token
-        if not _wait_reachable(target, CONNECT_TIMEOUT_S):
+        seconds = max(1.0, guard.left() - PROBE_TIMEOUT_S)  # its own message before the guard's deadline
+        if not _wait_reachable(target, seconds):
             raise ConnectError(f"nothing answers at the Ray cluster address {target} (tried for "
-                               f"{CONNECT_TIMEOUT_S:.0f} s): is the cluster up (`ray status` on its head), and the "
+                               f"{seconds:.0f} s): is the cluster up (`ray status` on its head), and the "
                                "address host:port of its GCS?")
         from search import compat
 
+        # against something that accepts TCP and never answers, Ray's GCS client retries ~40 s: the guard bounds it
         if compat.gcs_accepts(target) is False:
             raise ConnectError(rejection(target, mode, source))
-    _init(target, f"the Ray cluster at {target}")
+    _init(target, f"the Ray cluster at {target}", guard)
 
 
-def _init(address: str, what: str) -> None:
-    """ray.init, given at most CONNECT_TIMEOUT_S, with Ctrl-C/SIGTERM ending the process while it waits."""
+class _Guard:
+    """A connection attempt's bounds: after CONNECT_TIMEOUT_S the process exits 2 naming what it waited for, and
+    SIGINT/SIGTERM end it at once (exit 128 + the signal). Ray's waits (its GCS client's retries, ray.init) hold the
+    main thread in C++, where Python's signal handlers never run: the signals are blocked there, and in every
+    thread started meanwhile (Ray's), and a watchdog thread takes them with sigtimedwait()."""
+
+    WATCHED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, seconds: float = CONNECT_TIMEOUT_S):
+        self.seconds, self.what, self.hint = seconds, "the Ray cluster", ""
+        self.deadline = time.monotonic() + seconds
+        self.done = threading.Event()
+        self.main = threading.current_thread() is threading.main_thread()
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def __enter__(self) -> _Guard:
+        if self.main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.WATCHED)
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="connect-watchdog")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(timeout=2)
+        if self.main:  # a signal that came after the watchdog stopped is delivered now, to Python's handlers
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.WATCHED)
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            left = self.left()
+            if left <= 0:
+                print(f"error: no answer from {self.what} within {self.seconds:.0f} s{self.hint}", file=sys.stderr,
+                      flush=True)
+                os._exit(2)
+            got = signal.sigtimedwait(self.WATCHED, min(left, 0.5)) if self.main else self.done.wait(min(left, 0.5))
+            if got and self.main and not self.done.is_set():
+                print(f"\ninterrupted while connecting to {self.what}", file=sys.stderr, flush=True)
+                os._exit(128 + got.si_signo)
+
+
+def _init(address: str, what: str, guard: _Guard) -> None:
+    """ray.init within the guard's bounds. "local" starts a new Ray: ray.init(address=None) would follow the
+    record of the last cluster (`ray_current_cluster`), dead or alive."""
     import ray
 
-    watched = (signal.SIGINT, signal.SIGTERM)
-    done = threading.Event()
-    main = threading.current_thread() is threading.main_thread()
-
-    def watchdog() -> None:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not done.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                print(f"error: no answer from {what} within {CONNECT_TIMEOUT_S:.0f} s", file=sys.stderr, flush=True)
-                os._exit(2)
-            got = signal.sigtimedwait(watched, min(left, 0.5)) if main else done.wait(min(left, 0.5))
-            if got and main and not done.is_set():
-                print(f"\ninterrupted while connecting to {what}", file=sys.stderr, flush=True)
-                os._exit(130)
-
-    if main:  # the signals go to the watchdog while Ray's wait holds the main thread (and to no thread Ray starts)
-        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    guard = threading.Thread(target=watchdog, daemon=True, name="connect-watchdog")
-    guard.start()
+    guard.what = what
     try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, configure_logging=False,
-                 log_to_driver=True)
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
     except Exception as e:
         if _is_auth_failure(e):
             mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
@@ -113,11 +149,6 @@ def _init(address: str, what: str) -> None:
         if isinstance(e, ConnectionError):
             raise ConnectError(f"cannot join {what}: {e}") from None
         raise
-    finally:
-        done.set()
-        guard.join(timeout=2)
-        if main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
 
 
 def ray_address_file() -> Path:
@@ -301,16 +332,24 @@ def autoscaler_node_types(alive: list[dict]) -> dict | None:
 
 
 def _autoscaling_config():
-    """(Runs on the head node.) The YAML config of the autoscaler process running there; None if none runs (or
-    runs without a config), False if its config cannot be read."""
+    """(Runs on the head node.) The YAML config of this cluster's autoscaler process, which runs there; None if none
+    runs (or runs without a config), False if its config cannot be read. Other Rays' monitors on the same machine
+    (tests, a laptop) are told apart by the GCS address each was started with."""
+    import ray
     import yaml  # the cluster image has it (Ray's autoscaler needs it)
 
+    ours = ray.get_runtime_context().gcs_address
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
         if not any(a.endswith(("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py")) for a in args):
+            continue
+        gcs = next((a.split("=", 1)[1] for a in args if a.startswith("--gcs-address=")), None)
+        if gcs is None and "--gcs-address" in args[:-1]:
+            gcs = args[args.index("--gcs-address") + 1]
+        if gcs and ours and gcs != ours:  # another cluster's monitor
             continue
         path = next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), None)
         if path is None and "--autoscaling-config" in args[:-1]:

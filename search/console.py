@@ -69,7 +69,7 @@ class Console:
         else:
             print(text, file=self.out, flush=True)
 
-    def plan_lines(self, space, resources: dict, resumed: bool) -> None:
+    def plan_lines(self, space, resources: dict, resumed: bool, measured: float | None = None) -> None:
         p = self.plan
         rungs = ""
         if p.grace_period:
@@ -98,6 +98,7 @@ class Console:
         gpu = f", {resources['gpu']:g} GPU" if resources.get("gpu") else ""
         self.line(f"  each trial: {resources['cpu']:g} CPU{gpu}; at once: "
                   f"{self.concurrency or 'as many as the cluster fits'}")
+        self.line("  " + cost_line(p, space, resources, measured))
 
     # ------------------------------------------------------------------------------------ batch events
     def batch_started(self, stage: str, continuing: list, new: int, table) -> None:
@@ -212,6 +213,28 @@ class Console:
         self.line(f"curves:  tensorboard --logdir {paths.tensorboard}")
         self.line(f"study:   optuna-dashboard {paths.optuna}" if "://" not in paths.optuna else
                   f"study:   {paths.optuna} (study {paths.name!r})")
+
+
+def cost_line(plan, space, resources: dict, measured: float | None) -> str:
+    """The sweep's expected cost in device-hours (GPUs per trial, else CPUs, x wall hours), from the epochs
+    analysis.expected_epochs predicts and an epoch's seconds: measured (a resumed sweep's median) or the study's
+    SECONDS_PER_EPOCH estimate."""
+    from search.analysis import expected_epochs
+
+    points = space.groupings + plan.confirm_top if plan.confirm_max_seeds else 0
+    e = expected_epochs(plan, points)
+    devices, unit = (resources["gpu"], "GPU") if resources.get("gpu") else (resources["cpu"], "CPU")
+    seconds, source = (measured, "measured median") if measured else (space.seconds_per_epoch,
+                                                                       "the study's SECONDS_PER_EPOCH estimate")
+    epochs = (f"~{e['search']:.0f} search epochs" + (f" + {e['race_min']}-{e['race_max']} race epochs ({points} "
+              f"points, first look to the cap)" if e["race_max"] else ""))
+    if not seconds:
+        return f"expected: {epochs} (set SECONDS_PER_EPOCH in the study file for a cost in {unit}-hours)"
+    low = (e["search"] + e["race_min"]) * seconds * devices / 3600
+    high = (e["search"] + e["race_max"]) * seconds * devices / 3600
+    scale, per = (1, "hours") if high >= 1 else (60, "minutes")
+    amount = f"{low * scale:.1f}-{high * scale:.1f}" if high > low else f"{low * scale:.1f}"
+    return f"expected cost: {epochs} x {seconds:.0f} s ({source}) x {devices:g} {unit} = {amount} {unit}-{per}"
 
 
 def _duration(seconds: float) -> str:

@@ -243,6 +243,14 @@ class Recorder(_DriverOnly, Callback):
         self.batch.sync(True)
 
 
+class _NoRestoreHint(logging.Filter):
+    """Tune answers an interruption with "Resume experiment with: Tuner.restore(...)": not how a sweep resumes
+    (the driver prints its own hint: the same command plus --resume)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
 def _error_line(trial) -> str:
     """The last line of a trial's error, e.g. 'NonFiniteLossError: non-finite training loss ...'."""
     path = getattr(trial, "error_file", None)
@@ -262,6 +270,9 @@ def run_batch(batch: Batch, trainable, *, num_samples: int, storage_path: str, n
     # (loggers off), its ResultGrid warns about each trial: that grid is never read here.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.WARNING if verbose else logging.ERROR)
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoRestoreHint())
     tuner = Tuner(
         trainable,
         tune_config=TuneConfig(search_alg=JobSearcher(batch), scheduler=RungScheduler(batch) if batch.rungs else None,

@@ -80,6 +80,7 @@ class Mirror:
         data = data[: data.rfind(b"\n") + 1]
         if not data:
             return
+        self.fs.create_dir(self.journal_dir, recursive=True)
         with self.fs.open_output_stream(posixpath.join(self.journal_dir, f"{self.sent:016d}")) as out:
             out.write(data)
         self.sent += len(data)

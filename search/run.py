@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -201,6 +203,7 @@ def run(args) -> Path:
         mirror = Mirror(paths) if mirrored(paths) else None
         t0 = time.time()
         connect(args.address)  # a cluster that refuses this driver leaves no sweep behind
+        _sigterm_as_interrupt()  # after ray.init, which installs a SIGTERM handler of its own (it aborts)
         waiting = check_cluster(args.cpus_per_trial, args.gpus_per_trial, paths.storage)
         if not args.resume:
             paths.write_plan(plan)  # first: a sweep whose study is missing is resumable (created below)
@@ -214,7 +217,11 @@ def run(args) -> Path:
                 mirror.sync()
         load_study(paths.optuna, plan.name, plan.mode, plan.metric, plan.space_digest)  # refuses a changed study
         console = Console(plan, verbose=args.verbose, concurrency=args.concurrency)
-        console.plan_lines(space, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}, args.resume)
+        measured = None
+        if paths.parquet.exists():
+            seconds = read_results(paths.parquet, ["epoch_seconds"])["epoch_seconds"].dropna()
+            measured = float(seconds.median()) if len(seconds) else None
+        console.plan_lines(space, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}, args.resume, measured)
         if waiting:
             console.line(waiting)
         Driver(plan, space, paths, args, [console, TensorBoard(paths.tensorboard, plan.metric)], mirror).run()
@@ -339,6 +346,21 @@ class Driver:
                 if t.user_attrs.get("stage") == stage]
         if left or (stage == SEARCH and maker.made < p.num_samples):
             raise SweepInterrupted(f"{max(len(left), p.num_samples - maker.made)} {stage}-stage trials unfinished")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler's or `kill`'s) ends the sweep as Ctrl-C does: Tune stops its trials, the driver records
+    nothing as finished that is not, and --resume continues. It is handed to whatever handles SIGINT then (Tune's
+    handler while trials run)."""
+    def forward(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, forward)
 
 
 def main(argv: list[str] | None = None) -> int:

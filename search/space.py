@@ -25,7 +25,9 @@ OPTIONAL = {"MODE": str, "NUM_SAMPLES": int, "GRACE_PERIOD": int, "REDUCTION_FAC
             "GRID": list, "CONFIRM_TOP": int, "CONFIRM_MAX_SEEDS": int, "AUDIT_FRACTION": float,
             # the verdict's declared design (search/verdict.py): read before any confirmation seed is trained
             "FAMILY": str, "REFERENCE": dict, "MARGIN": float, "ALPHA": float, "PRIMARY": str, "SECONDARY": str,
-            "SECONDARY_ALPHA": float, "LOOKS": tuple}
+            "SECONDARY_ALPHA": float, "LOOKS": tuple,
+            # what the driver prints as the sweep's expected cost before it starts, until epochs are measured
+            "SECONDS_PER_EPOCH": float}
 # FAMILY's default: each grouping's representative against `shared` (the paper's claim: branches vs the plain
 # stacked hourglass) where the study searches the grouping; otherwise Hsu's comparisons with the best.
 DEFAULT_REFERENCE = {"grouping": "shared"}
@@ -60,6 +62,8 @@ class Space:
     confirm_top: int
     confirm_max_seeds: int  # the race's cap on paired seeds per point (0: no confirmation stage)
     verdict: dict  # the declared design: family, reference, margin, alpha, primary, secondary, ... (see verdict())
+    groupings: int = 1  # distinct grouping strategies the space proposes (each gets a representative in the race)
+    seconds_per_epoch: float | None = None  # SECONDS_PER_EPOCH: the study's estimate of one epoch, for the cost
 
 
 class GridSpace:
@@ -207,10 +211,11 @@ def load_space(path: str | Path) -> Space:
     if cap and design is None:
         raise SpaceError(f"{p}: CONFIRM_MAX_SEEDS needs MARGIN, the equivalence margin in {module.METRIC} points, with "
                          "its reason (a difference smaller than this does not matter)")
+    groupings = len({pt.get("grouping", module.FIXED.get("grouping")) for pt in [*initial, *proposals]})
     return Space(p.resolve(), hashlib.sha256(text).hexdigest(), module.space, module.METRIC, mode, module.FIXED,
                  module.MAX_EPOCHS, num_samples, tuple(sorted(names)), grid if grid is not None else initial,
                  grid is not None, grace, rf, float(audit), getattr(module, "CONFIRM_TOP", None) or 0, cap,
-                 design or {})
+                 design or {}, max(1, groupings), getattr(module, "SECONDS_PER_EPOCH", None))
 
 
 def declared_design(module, p: Path, mode: str, names: set[str], proposals: list[dict]) -> dict | None:

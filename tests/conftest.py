@@ -45,3 +45,43 @@ def sweep(tmp_path, *args, space=ROOT / "search/spaces/branches.py", timeout=400
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space),
            "--results", str(tmp_path / "results"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free at the time of asking."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_members(sessions: set[int]) -> list[int]:
+    """Pids of the live processes in these sessions (a process started with start_new_session=True leads one, and
+    every process it starts stays in it unless it starts a session of its own): exactly what a test started."""
+    pids = []
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = st.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) in sessions and fields[0] != "Z":
+            pids.append(int(st.parent.name))
+    return pids
+
+
+def stop_sessions(sessions: set[int], grace_s: float = 15, sigs=(15, 9)) -> None:
+    """Stop exactly the processes of these sessions (`ray stop` would stop every Ray on this machine): SIGTERM, then
+    SIGKILL what is left after grace_s. sigs=(9,) kills at once, as a crash would."""
+    import contextlib
+    import time
+
+    for sig in sigs:
+        for pid in session_members(sessions):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + grace_s
+        while session_members(sessions) and time.time() < deadline:
+            time.sleep(0.2)
+        if not session_members(sessions):
+            return

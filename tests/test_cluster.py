@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -25,7 +24,7 @@ import yaml
 
 from search.results import read_results
 
-from .conftest import ROOT, TINY_SET, sweep
+from .conftest import ROOT, TINY_SET, free_port, session_members, stop_sessions, sweep
 
 CONFIGS = ["gpu.yaml", "local.yaml"]
 
@@ -184,39 +183,6 @@ def test_connect_refuses_a_missing_token_file_at_once(tmp_path, monkeypatch):
         connect("127.0.0.1:1")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_members(sessions: set[int]) -> list[int]:
-    """Pids of the processes in these sessions: `ray start` started in a new session leaves every process it
-    starts (GCS, raylet, dashboard, agents, the workers the raylet forks) in that session, and nothing else."""
-    pids = []
-    for st in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = st.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) in sessions:
-            pids.append(int(st.parent.name))
-    return pids
-
-
-def _stop_sessions(sessions: set[int], grace_s: float = 15) -> None:
-    """Stop exactly the Ray processes this test started (`ray stop` would stop everyone's on this machine)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _session_members(sessions):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.time() + grace_s
-        while _session_members(sessions) and time.time() < deadline:
-            time.sleep(0.2)
-        if not _session_members(sessions):
-            return
-
-
 @contextlib.contextmanager
 def _token_cluster(tmp_path: Path, token_file: Path):
     """A head (0 CPUs) and a 1-CPU worker, started with the `ray start` CLI and token auth as cluster/*.yaml start
@@ -224,7 +190,7 @@ def _token_cluster(tmp_path: Path, token_file: Path):
     port); tears down only its own processes."""
     ray_cli = Path(sys.executable).with_name("ray")
     temp_dir = tempfile.mkdtemp(prefix="pbn-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
     common = ["--object-store-memory=100000000", "--dashboard-agent-listen-port=0", "--disable-usage-stats"]
@@ -245,8 +211,8 @@ def _token_cluster(tmp_path: Path, token_file: Path):
         ip = re.search(r"Local node IP: (\S+)", logs[0])
         yield f"127.0.0.1:{port}", ip.group(1) if ip else None, dashboard
     finally:
-        _stop_sessions(sessions)
-        assert not _session_members(sessions), "Ray processes of this test survived SIGKILL"
+        stop_sessions(sessions)
+        assert not session_members(sessions), "Ray processes of this test survived SIGKILL"
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

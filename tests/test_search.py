@@ -1,5 +1,6 @@
 """End-to-end sweeps with real Ray, Optuna and Parquet (subprocesses, tiny budgets)."""
 
+import contextlib
 import json
 import os
 import re
@@ -139,6 +140,23 @@ def test_what_a_study_fixes_stays_fixed(tmp_path, fixed, column, value):
     assert set(df["width"]) <= {8, 16} and set(df["point"]) <= {'{"width": 8}', '{"width": 16}'}
 
 
+def driver(tmp_path, *args, space=ROOT / "search/spaces/branches.py") -> tuple[int, str, str]:
+    """search/run.py's main(argv) in this process: (exit status, stdout, stderr). For refusals, which happen
+    before Ray starts (asserted: no Ray in this process afterwards); a subprocess would add nothing but its start."""
+    import contextlib
+    import io
+
+    import ray
+
+    from search.run import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["--space", str(space), "--results", str(tmp_path / "results"), *args])
+    assert not ray.is_initialized(), "Ray was started before the refusal"
+    return rc, out.getvalue(), err.getvalue()
+
+
 def test_a_key_both_fixed_and_searched_is_refused_before_ray(tmp_path):
     both = write_space(tmp_path, "both", {"width": 32}, "    trial.suggest_int('width', 8, 16, step=8)")
     seeded = write_space(tmp_path, "seeded", {}, "    trial.suggest_int('seed', 0, 3)")
@@ -150,9 +168,8 @@ def test_a_key_both_fixed_and_searched_is_refused_before_ray(tmp_path):
         (["--name", "b3", "--set", "synthetic_train"], ROOT / "search/spaces/branches.py", "expected KEY=VALUE"),
     ]
     for args, space, message in cases:
-        r = sweep(tmp_path, *args, space=space)
-        assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
-        assert "Traceback" not in r.stderr and "Started a local Ray instance" not in r.stdout + r.stderr
+        rc, _, err = driver(tmp_path, *args, space=space)
+        assert rc == 2 and message in err and err.count("\n") == 1, err[-2000:]  # one line
     assert not list(tmp_path.glob("results/*.sweep.json"))
 
 
@@ -183,9 +200,8 @@ def test_bad_data_is_refused_before_any_trial(tmp_path):
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     for split in ("train", "valid"):
         shutil.copy(SAMPLES / "test_mpii.json", root / "mpii" / "annotations" / f"{split}.json")
-    r = sweep(tmp_path, "--name", "bad", "--data", "mpii", "--data-root", str(root), "--set", "batch_size=2")
-    assert r.returncode == 2 and bad.name in r.stderr and "truncated" in r.stderr, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr and "Started a local Ray instance" not in r.stdout + r.stderr
+    rc, _, err = driver(tmp_path, "--name", "bad", "--data", "mpii", "--data-root", str(root), "--set", "batch_size=2")
+    assert rc == 2 and bad.name in err and "truncated" in err, err[-2000:]
     assert not [f for f in tmp_path.glob("results/bad.*") if f.suffix != ".lock"]  # only the driver's lock
     t = run_cli("pbn.train", "--data", "mpii", "--data-root", str(root), "--batch-size", "2", "--out",
                 str(tmp_path / "run"))
@@ -217,32 +233,38 @@ def test_second_driver_on_a_running_sweep_is_refused(tmp_path):
 
     fd = lock_sweep(tmp_path / "results" / "busy.lock", "busy")  # this process plays the running driver
     try:
-        for extra in ([], ["--resume"]):
+        for extra in ([], ["--resume"]):  # a subprocess: flock locks are per process
             r = sweep(tmp_path, "--name", "busy", "--num-samples", "1", *extra)
             assert r.returncode == 2 and "is already running" in r.stderr, r.stderr[-2000:]
             assert f"pid {os.getpid()}" in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "results" / "busy.parquet").exists()
     finally:
         os.close(fd)
-    r = sweep(tmp_path, "--name", "busy", "--resume")  # released: the next refusal is about the sweep itself
-    assert r.returncode == 2 and "no sweep named 'busy'" in r.stderr
+    rc, _, err = driver(tmp_path, "--name", "busy", "--resume")  # released: the refusal is about the sweep itself
+    assert rc == 2 and "no sweep named 'busy'" in err
 
 
 def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("METRIC = 'pckh'\ndef space(trial):\n    return None\n")
-    r = sweep(tmp_path, space=bad)
+    r = sweep(tmp_path, space=bad)  # the one subprocess smoke test of search/run.py's refusals
     assert r.returncode == 2 and "missing MAX_EPOCHS, FIXED" in r.stderr and "Traceback" not in r.stderr
     assert "Started a local Ray instance" not in r.stdout + r.stderr  # refused before Ray
-    bad.write_text((ROOT / "search/spaces/branches.py").read_text().replace('"preset": "small"', '"presett": 1'))
-    r = sweep(tmp_path, space=bad)
-    assert r.returncode == 2 and "presett" in r.stderr
     text = (ROOT / "search/spaces/branches.py").read_text()
-    bad.write_text(text.replace('METRIC = "pckh"', 'METRIC = "val_loss"\nMODE = "max"'))
-    r = sweep(tmp_path, space=bad)
-    assert r.returncode == 2 and "MODE 'max' contradicts METRIC 'val_loss'" in r.stderr
-    r = sweep(tmp_path, "--name", "never", "--resume")
-    assert r.returncode == 2 and "no sweep named 'never'" in r.stderr
+    cases = [(text.replace('"preset": "small"', '"presett": 1'), "presett"),
+             (text.replace('METRIC = "pckh"', 'METRIC = "val_loss"\nMODE = "max"'),
+              "MODE 'max' contradicts METRIC 'val_loss'"),
+             (text.replace("MARGIN = 3.0", ""), "CONFIRM_MAX_SEEDS needs MARGIN"),
+             (text.replace("LOOKS = (3, 5, 8)", "LOOKS = (5, 3)"), "looks must be strictly increasing"),
+             (text + "\nFAMILY = 'vs-reference'\nREFERENCE = {'grouping': 'nope'}\n", "needs REFERENCE")]
+    for source, message in cases:
+        bad.write_text(source)
+        rc, _, err = driver(tmp_path, space=bad)
+        assert rc == 2 and message in err, err
+    rc, _, err = driver(tmp_path, "--name", "never", "--resume")
+    assert rc == 2 and "no sweep named 'never'" in err
+    rc, _, err = driver(tmp_path, "--name", "m", "--margin", "-1")
+    assert rc == 2 and "margin must be a positive number" in err, err
 
 
 def _kill_when(proc, parquet: Path, ready, timeout: float = 300) -> pd.DataFrame:
@@ -366,3 +388,39 @@ def test_ctrl_c_then_resume(tmp_path):
     assert_study_matches(after, study_of(tmp_path, "intr"), 6)
 
 
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_running_sweep_within_ten_seconds_and_resumably(tmp_path):
+    """SIGTERM to the driver alone (as a batch scheduler sends it): exit within 10 s with the resume hint, and the
+    trial it cut short is neither finished nor failed in the Parquet file or the study."""
+    from optuna.trial import TrialState
+
+    args = ["--name", "term", "--num-samples", "2", "--max-epochs", "6", "--concurrency", "2", "--confirm-max-seeds",
+            "0", *TINY_SET]
+    cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
+           "--results", str(tmp_path / "results"), *args]
+    parquet = tmp_path / "results" / "term.parquet"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (parquet.exists() and (read_results(parquet).epoch == 1).any()):
+            time.sleep(0.1)
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        took = time.time() - t0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the Ray processes the driver started, if any are left
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+    assert proc.returncode == 130 and took < 10, (proc.returncode, took, err[-6000:])
+    assert "resume with the same command plus --resume" in err
+    df = pd.read_parquet(parquet)
+    last = df.groupby("trial_id").agg(epoch=("epoch", "max"), status=("status", "first"))
+    assert (last.status == "RUNNING").any() and "ERROR" not in set(last.status)
+    assert not ((last.epoch < 6) & (last.status == "TERMINATED")).any()
+    states = {t.state for t in study_of(tmp_path, "term").trials}
+    assert TrialState.FAIL not in states and TrialState.RUNNING in states
+    print(f"\nSIGTERM -> exit {proc.returncode} after {took:.1f} s")

@@ -20,6 +20,7 @@ CONFIRM_TOP = 0  # the per-strategy representatives already include the overall 
 CONFIRM_MAX_SEEDS = 8  # the cap of a ~20-minute CPU sweep; the planner says what more seeds would decide
 MARGIN = 3.0  # PCKh points: ~15% of the PCKh ~20 this 5-epoch CPU proxy reaches (docs/statistics.md)
 LOOKS = (3, 5, 8)
+SECONDS_PER_EPOCH = 15.0  # measured here: ~12 s of training and ~3 s of validation per epoch on one core
 
 # Settings every trial shares (flat pbn.config keys). A searched name may not appear here, and what is fixed
 # here stays fixed: `--preset paper` replaces the preset, so nothing CPU-specific is pinned below.
