@@ -46,7 +46,8 @@ def metrics(rng, epoch: int, quality: float) -> dict:
     """A result dict shaped like the trainable's (every pbn.metrics key), values simulated."""
     from pbn.metrics import METRICS
 
-    out = {m.key: float(rng.random()) for m in METRICS}
+    out = {m.key: float(rng.random()) if m.dtype.startswith("float") else "bf16" if m.dtype == "string" else 1
+           for m in METRICS}
     pckh = 100 * (1 - np.exp(-epoch / 20)) * quality + rng.normal(0, 1)
     out.update(epoch=epoch, pckh=pckh, pckh_lo=pckh - 1, pckh_hi=pckh + 1, params=123456, groups="a | b",
                resolved_config=json.dumps({"grouping": "human", "clusters": None, "width": 64, "depth": 1,

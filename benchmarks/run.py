@@ -1,5 +1,9 @@
 """Throughput and overhead benchmarks, printed as tables: `python benchmarks/run.py [--quick] [--skip-sweep]`.
 
+0. Precision (`--precision-only` runs just this table, small preset: a few minutes): fp32 vs bf16 autocast per
+   preset and grouping, the train step and the validation forward pass, PBN and the plain stacked hourglass of
+   about equal FLOPs, 1 thread, each configuration in its own subprocess, fp32/bf16 interleaved, best of 3.
+
 1. Train step (images/s, peak memory) of the PBN vs a plain stacked hourglass of (nearly) equal FLOPs,
    written straightforwardly below, measured in the same run. Each configuration runs in its own
    subprocess so peak RSS belongs to it alone. On CUDA also bf16 autocast and channels_last on/off.
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -114,33 +119,48 @@ PRESETS = {"small": dict(input_size=64, channels=64, hg_depth=2, stacks=2, batch
 
 def build(kind: str, preset: str, grouping: str, width: int, depth: int):
     from pbn.groups import resolve_groups
-    from pbn.model import StackedPBN, count_flops
+    from pbn.model import StackedPBN
 
     p = PRESETS[preset]
-    pbn = StackedPBN(resolve_groups(grouping, 5 if grouping == "mi" else None), width, depth, p["stacks"],
-                     p["channels"], p["hg_depth"])
-    if kind == "pbn":
-        return pbn
+    groups = resolve_groups(grouping, 5 if grouping == "mi" else None)
+
+    def make_pbn():
+        return StackedPBN(groups, width, depth, p["stacks"], p["channels"], p["hg_depth"])
+
+    if kind == "plain":
+        return PlainHourglassNet(p["stacks"], p["channels"], p["hg_depth"], plain_head_width(make_pbn, preset, depth),
+                                 depth)
+    pbn = make_pbn()
     if kind == "serial":
         for i in range(len(pbn.branches)):
             pbn.branches[i] = SerialBranches(p["channels"], pbn.groups, width, depth)
-        return pbn
-    target = count_flops(pbn, p["input_size"])
-    best = None
-    for wp in range(16, 16 * 64 + 1, 16):  # the dense head width whose total FLOPs are closest
-        plain = PlainHourglassNet(p["stacks"], p["channels"], p["hg_depth"], wp, depth)
-        f = count_flops(plain, p["input_size"])
-        if best is None or abs(f - target) < abs(best[1] - target):
-            best = (plain, f)
-        if f > target:
-            break
-    return best[0]
+    return pbn
+
+
+def plain_head_width(make_pbn, preset: str, depth: int) -> int:
+    """The dense head width (a multiple of 16) whose plain network's FLOPs are closest to the PBN's. FLOPs grow
+    with the width: bisection, counted on the meta device (shapes only: fast even at the paper size)."""
+    from pbn.model import count_flops
+
+    p = PRESETS[preset]
+    with torch.device("meta"):
+        target = count_flops(make_pbn(), p["input_size"])
+        flops = functools.cache(lambda wp: count_flops(
+            PlainHourglassNet(p["stacks"], p["channels"], p["hg_depth"], wp, depth), p["input_size"]))
+        lo, hi = 1, 64  # widths 16 * k
+        while lo < hi:  # the smallest k whose FLOPs reach the target
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if flops(16 * mid) < target else (lo, mid)
+        return 16 * min({lo, max(lo - 1, 1)}, key=lambda k: abs(flops(16 * k) - target))
 
 
 def one(spec: dict) -> dict:
-    """Train-step throughput of one configuration (runs in a fresh subprocess)."""
+    """Train-step throughput of one configuration (runs in a fresh subprocess); with spec["val_steps"] also the
+    validation forward pass (eval mode, no_grad, the same autocast) of the trained model."""
     from pbn.model import count_flops
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     p = PRESETS[spec["preset"]]
     dev = torch.device(spec["device"])
@@ -179,7 +199,22 @@ def one(spec: dict) -> dict:
     dt = time.perf_counter() - t0
     mem = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"images_per_second": b * spec["steps"] / dt, "peak_mib": mem / 2**20, "gflops": flops / 1e9}
+    out = {"images_per_second": b * spec["steps"] / dt, "peak_mib": mem / 2**20, "gflops": flops / 1e9}
+    if spec.get("val_steps"):
+        model.eval()
+
+        @torch.no_grad()
+        def forward():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+                return model(x)[-1].float()
+
+        for _ in range(spec["warmup"]):
+            forward()
+        t0 = time.perf_counter()
+        for _ in range(spec["val_steps"]):
+            forward().sum().item()  # .item(): a CUDA sync
+        out["val_images_per_second"] = b * spec["val_steps"] / (time.perf_counter() - t0)
+    return out
 
 
 def run_one(spec: dict) -> dict:
@@ -224,6 +259,65 @@ def train_step_table(quick: bool) -> list[dict]:
                          / (plain["images_per_second"] * plain["gflops"]),
                          "pbn_peak_mib": pbn["peak_mib"], "plain_peak_mib": plain["peak_mib"]})
     return rows
+
+
+PRECISION_CASES = {"small": [("shared", 64), ("per-part", 16), ("human", 64), ("mi", 32)],
+                   "paper": [("shared", 256), ("per-part", 32), ("human", 64)]}
+
+
+def precision_table(presets: list[str], quick: bool, repeats: int = 3) -> list[dict]:
+    """fp32 vs bf16 autocast per preset and grouping: train step and validation forward pass of the PBN, train
+    step of the plain stacked hourglass of about equal FLOPs, and the PBN's train FLOP/s over the plain net's in
+    each precision (per_flop). 1 thread (one trial per core is the sweep's layout); each configuration in its own
+    subprocess; fp32 and bf16 interleaved (A/B/A/B) `repeats` times, the best of each kept: another process
+    loading the machine slows a run down, never speeds it up. Batch: the preset's training batch (paper on a CPU: 4)."""
+    from pbn.config import resolve
+
+    cuda = torch.cuda.is_available()
+    rows = []
+    for preset in presets:
+        slow = preset == "paper" and not cuda
+        batch = 4 if slow else resolve({"preset": preset}).batch_size
+        steps = (2 if quick else 3) if slow else (10 if quick else 20)
+        runs: dict[tuple, list[dict]] = {}
+        for _ in range(1 if quick else repeats):
+            for grouping, width in PRECISION_CASES[preset]:
+                for kind in ("pbn", "plain"):
+                    for bf16 in (False, True):
+                        spec = dict(preset=preset, grouping=grouping, width=width, depth=1, kind=kind, bf16=bf16,
+                                    device="cuda" if cuda else "cpu", channels_last=True, batch=batch, threads=1,
+                                    steps=steps, warmup=1 if slow else 2, val_steps=steps if kind == "pbn" else 0)
+                        runs.setdefault((grouping, kind, bf16), []).append(run_one(spec))
+        for grouping, width in PRECISION_CASES[preset]:
+            keys = ("images_per_second", "val_images_per_second")
+            best = {k[1:]: {key: max(r.get(key, 0.0) for r in v) for key in keys} | {"gflops": v[0]["gflops"]}
+                    for k, v in runs.items() if k[0] == grouping}
+            pf, pb, qf, qb = best["pbn", False], best["pbn", True], best["plain", False], best["plain", True]
+            rows.append({"preset": preset, "grouping": grouping, "W": width, "batch": batch,
+                         "pbn_train_fp32": pf["images_per_second"], "pbn_train_bf16": pb["images_per_second"],
+                         "train_x": pb["images_per_second"] / pf["images_per_second"],
+                         "pbn_val_fp32": pf["val_images_per_second"], "pbn_val_bf16": pb["val_images_per_second"],
+                         "val_x": pb["val_images_per_second"] / pf["val_images_per_second"],
+                         "plain_train_fp32": qf["images_per_second"], "plain_train_bf16": qb["images_per_second"],
+                         "plain_x": qb["images_per_second"] / qf["images_per_second"],
+                         "per_flop_fp32": _per_flop(pf, qf), "per_flop_bf16": _per_flop(pb, qb)})
+    return rows
+
+
+def _per_flop(pbn: dict, plain: dict) -> float:
+    return pbn["images_per_second"] * pbn["gflops"] / (plain["images_per_second"] * plain["gflops"])
+
+
+def print_precision_table(presets: list[str], quick: bool) -> None:
+    from pbn.device import cpu_flags, native_bf16, resolve_precision
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flags = sorted((cpu_flags() or set()) & {"amx_bf16", "avx512_bf16", "bf16"}) if dev.type == "cpu" else []
+    print(f"## precision: fp32 vs bf16 autocast, 1 thread, img/s (best of {1 if quick else 3} interleaved runs; "
+          f"x = bf16/fp32). precision auto -> {resolve_precision('auto', dev)} here (native bf16: "
+          f"{native_bf16(dev)}{', ' + ' '.join(flags) if flags else ''})")
+    print("## per_flop = PBN train FLOP/s over the plain stacked hourglass's, same precision")
+    print(fmt(precision_table(presets, quick)) + "\n")
 
 
 def _per_second(n: int, work) -> float:
@@ -283,7 +377,7 @@ def sweep_table(parquet: str | None, quick: bool) -> dict:
         out = Path(tempfile.mkdtemp(prefix="pbn-bench-"))
         cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
                "--results", str(out), "--name", "bench", "--num-samples", "4", "--max-epochs", "2" if quick else "4",
-               "--confirm-seeds", "0", "--set", "synthetic_train=256", "--set", "synthetic_val=64"]
+               "--confirm-max-seeds", "0", "--set", "synthetic_train=256", "--set", "synthetic_val=64"]
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
@@ -322,6 +416,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--sweep-parquet", help="analyse this sweep instead of running a short one")
+    ap.add_argument("--precision-only", action="store_true",
+                    help="only the fp32 vs bf16 table (default presets: small, ~4 min on 2 cores)")
+    ap.add_argument("--presets", nargs="+", choices=tuple(PRECISION_CASES),
+                    help="presets of the precision table (default: small with --precision-only, else small paper)")
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(json.loads(a.one))))
@@ -330,10 +428,15 @@ def main() -> int:
         f"{torch.get_num_threads()} threads)"
     print(f"# benchmarks {date.today()} on {dev}, torch {torch.__version__}\n")
     t0 = time.time()
+    if a.precision_only:
+        print_precision_table(a.presets or ["small"], a.quick)
+        print(f"total benchmark time {time.time() - t0:.0f} s")
+        return 0
     steps = train_step_table(a.quick)
     print("## train step: PBN (grouped branch bank) vs the same PBN with serial branches vs a plain stacked")
     print("## hourglass of about equal FLOPs (ratio_per_flop = PBN FLOP/s over plain FLOP/s)")
     print(fmt(steps) + "\n")
+    print_precision_table(a.presets or list(PRECISION_CASES), a.quick)
     rates = {size: max(r["pbn_img_s"] for r in steps if r["preset"] == preset and r["grouping"] == "mi")
              for size, preset in ((64, "small"), (256, "paper"))}
     print("## data pipeline per worker (1 thread) vs the train step (mi grouping) consuming it")

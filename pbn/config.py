@@ -29,7 +29,7 @@ def _f(default, help: str, choices: tuple | None = None):
 class Config:
     # data
     data: str = _f("synthetic", "dataset: embedded synthetic figures, or MPII/LSP under data_root", DATASETS)
-    data_root: str | None = _f(None, "directory holding mpii/ or lsp/ (README, 'Data layout')")
+    data_root: str | None = _f(None, "directory holding mpii/ or lsp/ (docs/data.md)")
     train_limit: int | None = _f(None, "use at most this many training people (default: all)")
     val_limit: int | None = _f(None, "use at most this many validation people (default: all)")
     synthetic_train: int = _f(512, "synthetic training images per epoch (a sample is a function of seed and index)")
@@ -54,8 +54,11 @@ class Config:
     lr: float = _f(2e-3, "learning rate")
     optimizer: str = _f("adam", "rmsprop (the paper) or adam (the small preset: learns in fewer steps)",
                         ("rmsprop", "adam"))
-    lr_steps: tuple[int, ...] = _f((), "epochs after which the learning rate is multiplied by lr_gamma")
-    lr_gamma: float = _f(0.1, "learning-rate factor at each of lr_steps")
+    lr_schedule: str = _f("step", "step: lr x lr_gamma after each of lr_steps (the paper); cosine: annealed to 0 over "
+                          "`epochs` (the last epoch's weights average over a shrinking step: less seed noise)",
+                          ("step", "cosine"))
+    lr_steps: tuple[int, ...] = _f((), "epochs after which the learning rate is multiplied by lr_gamma (schedule step)")
+    lr_gamma: float = _f(0.1, "learning-rate factor at each of lr_steps (schedule step)")
     seed: int = _f(0, "training seed: initialisation, shuffling and augmentation")
     workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
     # augmentation (paper section 4.1)
@@ -69,8 +72,11 @@ class Config:
                             "protocol; doubles validation cost)")
     # device
     device: str = _f("auto", "auto: CUDA if available, else CPU", ("auto", "cpu", "cuda"))
-    bf16: bool = _f(True, "bf16 autocast (CUDA only)")
-    channels_last: bool = _f(True, "channels_last memory format (grouped branch convolutions ~3x faster on CPU too)")
+    precision: str = _f("auto", "auto: bf16 autocast on CUDA devices with native bf16, fp32 on CPUs (bf16 training was "
+                        "not shown equivalent to fp32 there: pbn/device.py); bf16: always (emulated where not "
+                        "native); fp32: never", ("auto", "bf16", "fp32"))
+    channels_last: bool = _f(True, "channels_last memory format (grouped branch convolutions are much faster in it, on "
+                            "CPU too: benchmarks/run.py)")
     cudnn_benchmark: bool = _f(True, "let cuDNN pick the fastest kernels (CUDA)")
     threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
 
@@ -100,7 +106,7 @@ class Config:
                 f"input_size: {self.input_size}/4 must be divisible by 2**hg_depth = {2**self.hg_depth}"
             )
         if self.data != "synthetic" and not self.data_root:
-            raise ConfigError(f"data_root: data {self.data!r} needs a data root (see README, 'Data layout')")
+            raise ConfigError(f"data_root: data {self.data!r} needs a data root (docs/data.md)")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
@@ -118,10 +124,9 @@ class Config:
 
 # Presets: "paper" is section 4.1 of the paper; "small" learns something real in minutes on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The field defaults above, measured on one core (2026-11-28): 64x64 input, 512 training images per epoch
-    # (~12 s), batch 8 at Adam 2e-3: PCKh 10 / 16 / 21 after 2 / 3 / 6 epochs (batch 16 at 1e-3, the
-    # preset before, reached 1.5 / 3.0 / 13.2 in the same images and time); validation without the flip test
-    # (768 images, ~5 s; the flip test doubles that and adds about 1 PCKh point to every configuration).
+    # The field defaults above: 64x64 input, 512 training images per epoch at batch 8, Adam 2e-3 at a constant
+    # rate, validation without the flip test (it doubles validation time). Batch 16 and a cosine schedule were
+    # measured and learn less in 5 epochs (benchmarks/seed_variance.py; docs/development.md, "Precision").
     "small": {},
     "paper": dict(
         input_size=256, channels=256, hg_depth=4, stacks=8, epochs=250, batch_size=16, lr=2.5e-4,
@@ -195,3 +200,40 @@ def _default_text(name: str) -> str:
     small = getattr(Config, name)
     paper = PRESETS["paper"].get(name, small)
     return f"{small!r}" if paper == small else f"{small!r}, paper preset {paper!r}"
+
+
+# Units of the keys that have one (the reference table below; the rest are counts, names, switches or factors).
+UNITS = {"width": "channels", "channels": "channels", "input_size": "pixels", "epochs": "epochs", "lr_steps": "epochs",
+         "batch_size": "images", "synthetic_train": "images per epoch", "synthetic_val": "images",
+         "train_limit": "people", "val_limit": "people", "synthetic_cache_mb": "MiB", "rotation": "degrees",
+         "sigma": "heatmap pixels", "scale_factor": "fraction", "color_jitter": "fraction", "lr": "per step",
+         "threads": "threads", "workers": "processes", "depth": "residual blocks", "stacks": "stacks"}
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every Config key with its flag, type, default, unit, the preset that changes it, and
+    meaning, from the dataclass itself (a test keeps the page current)."""
+    lines = ["# Every config key", "",
+             "The flags of `python -m pbn.train`, and the keys a study file's `FIXED` and `--set KEY=VALUE` take. "
+             "Resolution: defaults < the preset's values < what is given. Generated by `python -m pbn.config "
+             "--markdown`.", "",
+             "| key | flag | type | default | unit | paper preset | meaning |", "|---|---|---|---|---|---|---|"]
+    for f in fields(Config):
+        paper = PRESETS["paper"].get(f.name)
+        choices = f.metadata["choices"]
+        meaning = f.metadata["help"] + (f" (one of {', '.join(map(str, choices))})" if choices else "")
+        flag = f"--{f.name.replace('_', '-')}"
+        flag = f"`{flag}`, `--no-{flag[2:]}`" if _FIELD_TYPES[f.name] == "bool" else f"`{flag}`"
+        lines.append(f"| `{f.name}` | {flag} | {_FIELD_TYPES[f.name].replace(' | ', ' or ')} | "
+                     f"`{getattr(Config, f.name)!r}` | {UNITS.get(f.name, '')} | "
+                     f"{'' if paper is None else f'`{paper!r}`'} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        print("usage: python -m pbn.config --markdown   (print docs/config.md)", file=sys.stderr)
+        sys.exit(2)
+    print(reference_markdown(), end="")

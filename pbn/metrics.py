@@ -1,7 +1,7 @@
 """Every per-epoch metric of a run, declared once: key, dtype, meaning, and whether it can be optimised.
 
 `pbn.train.fit` reports these keys each epoch; the sweep's Parquet schema, the space file's METRIC
-check and the README's column table are all derived from this list (search/results.py). A data
+check and the column table of docs/results.md are all derived from this list (search/results.py). A data
 source's `score` returns the validation keys (those with `origin="score"`).
 """
 
@@ -49,6 +49,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("params", "int64", "trainable parameters of the model"),
     Metric("gflops", "float64", "forward pass per image in GFLOPs, counted as 2 x multiply-adds "
            "(torch FlopCounterMode: convolutions and matmuls; BN, ReLU, pooling not counted)"),
+    Metric("precision", "string", "what the run computed in: bf16 (autocast) or fp32, resolved from the config's "
+           "precision on the trial's device (auto: bf16 where native, pbn/device.py)"),
     Metric("device_seconds", "float64", "epoch_seconds x the GPUs the trial holds (x its CPUs on a CPU-only "
            "trial)", None, "trial"),
 )

@@ -30,6 +30,7 @@ from pbn.data.check import require_valid_data
 from pbn.data.dataset import PoseDataset, Source, load_source
 from pbn.data.records import DataError
 from pbn.data.transforms import apply_affine, invert_affine
+from pbn.device import resolve_precision, warn_precision_change
 from pbn.groups import cached_records_mi, group_names, resolve_groups
 from pbn.model import StackedPBN, build_model, count_params, model_flops
 from pbn.skeleton import MPII_FLIP_PAIRS
@@ -90,7 +91,8 @@ class EpochSampler(Sampler):
 
 
 def heatmap_loss(outputs: list[torch.Tensor], target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Joint-weighted MSE summed over stacks (intermediate supervision); missing joints weigh 0."""
+    """Joint-weighted MSE summed over stacks (intermediate supervision); missing joints weigh 0. Always fp32:
+    bf16 heatmaps are widened before the difference, the mean and the sum (outside any autocast region)."""
     w = weight[:, :, None, None]
     return sum(((o.float() - target) ** 2 * w).mean() for o in outputs)
 
@@ -122,7 +124,13 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, amp: bool, cha
 
 @torch.no_grad()
 def validate(model, loader, source: Source, device, amp: bool, channels_last: bool, flip_test: bool) -> dict:
-    """Flip-test heatmaps -> argmax -> original-image pixels -> the source's own score."""
+    """Flip-test heatmaps -> argmax -> original-image pixels -> the source's own score.
+
+    amp: the forward passes run under bf16 autocast: a run validates in the precision it trains in. The
+    flip merge, the loss and the argmax decoding are fp32 either way (bf16 heatmaps are widened first). The
+    same checkpoint validated both ways differs by about a tenth of the validation interval's half-width,
+    and bf16 validation is faster (measured: docs/development.md, "Precision").
+    """
     model.eval()
     codec = loader.dataset.codec
     preds = np.zeros((len(loader.dataset), 16, 2))
@@ -133,9 +141,10 @@ def validate(model, loader, source: Source, device, amp: bool, channels_last: bo
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(x)
-            heatmaps = outputs[-1].float()
-            if flip_test:
-                heatmaps = codec.flip_merge(heatmaps, model(x.flip(-1))[-1].float(), MPII_FLIP_PAIRS)
+            flipped = model(x.flip(-1))[-1] if flip_test else None
+        heatmaps = outputs[-1].float()
+        if flipped is not None:
+            heatmaps = codec.flip_merge(heatmaps, flipped.float(), MPII_FLIP_PAIRS)
         total += heatmap_loss(outputs, batch["target"].to(device), batch["weight"].to(device)).item() * len(x)
         n += len(x)
         coords, _ = codec.decode(heatmaps)
@@ -175,7 +184,7 @@ class Run:
 
     cfg: Config
     device: torch.device
-    amp: bool
+    precision: str  # what cfg.precision resolved to on this device: "bf16" (autocast) or "fp32"
     groups: list[tuple[int, ...]]
     model: StackedPBN
     optimizer: torch.optim.Optimizer
@@ -185,6 +194,10 @@ class Run:
     loader: DataLoader
     val_loader: DataLoader
     cost: dict  # params, gflops
+
+    @property
+    def amp(self) -> bool:
+        return self.precision == "bf16"
 
 
 def setup(cfg: Config, check_data: bool = True) -> Run:
@@ -207,17 +220,22 @@ def setup(cfg: Config, check_data: bool = True) -> Run:
     model: StackedPBN = build_model(cfg, groups).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt_class = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[cfg.optimizer]
-    optimizer = opt_class(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_steps), cfg.lr_gamma)
+    if cfg.optimizer == "adam":  # one fused kernel over all parameters: the per-parameter ops of the default
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # cost ~8 ms a step at 64 px
+    else:
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
+    if cfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_steps), cfg.lr_gamma)
     train_set, val_set = PoseDataset(train_src, cfg, train=True), PoseDataset(val_src, cfg, train=False)
     sampler = EpochSampler(len(train_set), cfg.seed, shuffle=True)
     loader = DataLoader(_Indexed(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
     cost = {"params": count_params(model), "gflops": model_flops(cfg, groups) / 1e9}
-    return Run(cfg, device, cuda and cfg.bf16, groups, model, optimizer, scheduler, val_src, sampler, loader,
-               val_loader, cost)
+    precision = resolve_precision(cfg.precision, device)
+    return Run(cfg, device, precision, groups, model, optimizer, scheduler, val_src, sampler, loader, val_loader, cost)
 
 
 def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int, list[dict]]:
@@ -237,6 +255,8 @@ def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
+    if state["history"]:  # precision "auto" resolves per machine: say so if a resume changes it
+        warn_precision_change(state["history"][-1].get("precision"), run.precision, run.cfg.precision)
     return state["epoch"], list(state["history"])
 
 
@@ -245,7 +265,7 @@ def run_epoch(run: Run, epoch: int, bar=None) -> dict:
     cfg, t0 = run.cfg, time.perf_counter()
     run.sampler.epoch = epoch
     metrics = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "groups": group_label(run.groups),
-               **run.cost}
+               "precision": run.precision, **run.cost}
     metrics.update(train_one_epoch(run.model, run.loader, run.optimizer, run.device, epoch + 1, run.amp,
                                    cfg.channels_last, bar))
     run.scheduler.step()
@@ -359,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_epoch(m: dict, _out) -> None:
     print(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.3e}/{m['val_loss']:.3e}  PCKh {m['pckh']:6.2f}  "
               f"vis {m['pckh_visible']:6.2f}  occ {m['pckh_occluded']:6.2f}  @0.1 {m['pckh_0_1']:6.2f}  "
-              f"{m['images_per_second']:6.1f} img/s  {m['epoch_seconds']:6.1f} s", flush=True)
+              f"{m['images_per_second']:6.1f} img/s {m.get('precision', '')}  {m['epoch_seconds']:6.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from search import compat
 from search.asha import Rungs
 from search.results import ResultsTable
 from search.study import Job, record_epoch, tell_final
-from search.trainable import AUDIT, TRIAL, trial_config
+from search.trainable import AUDIT, PRECISION, TRIAL, trial_config
 
 log = logging.getLogger(__name__)
 # Tune's own loggers (JSON, CSV, TensorBoard of every reported key) are off: the Parquet file and the driver's
@@ -60,6 +60,8 @@ class Batch:
     rungs: Rungs | None = None
     events: list = field(default_factory=list)  # listeners (search/console.py: Console, TensorBoard)
     sync: Callable[[bool], None] = lambda force: None  # copy the study to the sweep's storage (search/mirror.py)
+    precision: str | None = None  # the sweep's pinned precision ("auto" resolved by its first trial), if any
+    pin_precision: bool = False  # whether the study leaves precision to "auto" (so the first report pins it)
     jobs: dict[str, Job] = field(default_factory=dict)  # trial id -> job, as handed to Tune
     stopped: set[str] = field(default_factory=set)  # trials ASHA stopped in this batch
     judged: dict = field(default_factory=dict)  # (trial, rung epoch) -> "kept" / "stopped" / "would stop"
@@ -106,6 +108,8 @@ class JobSearcher(_DriverOnly, Searcher):
             return Searcher.FINISHED
         self.batch.jobs[job.trial_id] = job
         config = {**job.point, "seed": job.seed, TRIAL: job.trial_id}
+        if self.batch.precision:
+            config[PRECISION] = self.batch.precision
         return {**config, AUDIT: True} if job.audited else config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -189,7 +193,22 @@ class Recorder(_DriverOnly, Callback):
                 if key in result and frozen.user_attrs.get(key) is None:
                     compat.set_user_attr(b.study, frozen, key, result[key])
         self.costs[job.trial_id] = result.get("device_seconds_total", 0.0)
+        self._check_precision(job, result.get("precision"))
         b.emit("epoch", job, result, b.judged.pop((job.trial_id, epoch), None))
+
+    def _check_precision(self, job: Job, precision: str | None) -> None:
+        """The first trial's resolved precision becomes the sweep's (later trials are given it); a trial that
+        started before that and resolved otherwise (a mixed cluster) is reported."""
+        b = self.batch
+        if not b.pin_precision or precision is None:
+            return
+        if b.precision is None:
+            b.precision = precision
+            b.study.set_user_attr("precision", precision)
+        elif precision != b.precision:
+            log.warning("trial %s trains in %s where the sweep trains in %s (a cluster of mixed hardware?): its "
+                        "point's replicates mix precisions; pin one with --set precision=...", job.trial_id,
+                        precision, b.precision)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         job = self._job(trial)

@@ -335,8 +335,10 @@ class Driver:
             remaining["n"] -= 1
             return maker.ask()
 
+        # "auto" resolves per machine: the first trial pins it (unless the study compares precisions)
+        auto = p.fixed.get("precision", "auto") == "auto" and "precision" not in self.space.searched
         batch = Batch(stage, study, table, p.metric, p.mode, p.max_epochs, continuing, ask, p.fixed, rungs,
-                      self.listeners, self.sync)
+                      self.listeners, self.sync, study.user_attrs.get("precision") if auto else None, auto)
         batch.emit("batch_started", stage, continuing, new, table)
         trainable = make_trainable(p.fixed, self.paths.checkpoints, reported, self.resources)
         run_batch(batch, trainable, num_samples=len(continuing) + new, storage_path=self.paths.tune,

@@ -26,8 +26,10 @@ from pbn.data.records import DataError
 from pbn.train import CHECKPOINT, NonFiniteLossError, code_version, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
-TRIAL, AUDIT = "_trial", "_audit"  # trial config keys of the driver: the sweep's trial id; exempt from ASHA
-META = (TRIAL, AUDIT, "seed")
+# trial config keys of the driver: the sweep's trial id; exempt from ASHA; the sweep's precision (where the
+# study says "auto", the first trial's resolved precision is pinned for every later one: a point never mixes)
+TRIAL, AUDIT, PRECISION = "_trial", "_audit", "_precision"
+META = (TRIAL, AUDIT, PRECISION, "seed")
 KEEP = 2  # checkpoints kept per trial
 NONFINITE = "nonfinite_loss.txt"  # beside a trial's checkpoints once its loss became NaN/inf
 _EPOCH = re.compile(r"epoch-(\d+)\.pt")
@@ -39,8 +41,10 @@ def point_of(config: dict) -> dict:
 
 
 def trial_config(fixed: dict, config: dict):
-    """A trial's resolved pbn Config: the sweep's fixed values overlaid by the trial's point and seed."""
-    return resolve({**fixed, **point_of(config), "seed": config.get("seed", fixed.get("seed", 0))})
+    """A trial's resolved pbn Config: the sweep's fixed values overlaid by the trial's point and seed (and the
+    sweep's pinned precision)."""
+    pinned = {"precision": config[PRECISION]} if config.get(PRECISION) else {}
+    return resolve({**fixed, **point_of(config), "seed": config.get("seed", fixed.get("seed", 0)), **pinned})
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -91,3 +91,27 @@ def test_model_cli_bad_input_is_one_clear_line(args, msg):
     r = run_cli("pbn.model", *args, "--preset", "small")
     assert r.returncode == 2
     assert msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bf16_autocast_keeps_batchnorm_in_fp32_and_branches_isolated():
+    """Under bf16 autocast the outputs are bf16, BatchNorm statistics and parameters stay fp32 and close to an
+    fp32 pass, and no gradient crosses groups (the grouped bank's independence holds in bf16 too)."""
+    groups = resolve_groups("human")
+    torch.manual_seed(0)
+    ref, model = tiny(groups), tiny(groups)
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 64, 64)
+    ref(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = model(x)
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+    for a, b in zip(ref.modules(), model.modules()):
+        if isinstance(b, torch.nn.BatchNorm2d):
+            assert b.running_mean.dtype == b.running_var.dtype == b.weight.dtype == torch.float32
+            assert torch.allclose(a.running_mean, b.running_mean, rtol=0.05, atol=2e-3)
+            assert torch.allclose(a.running_var, b.running_var, rtol=0.05, atol=2e-3)
+    bank = model.branches[-1]
+    model.zero_grad()
+    outs[-1][:, list(groups[0])].float().pow(2).mean().backward()
+    for name, p in bank.named_parameters():
+        assert all(torch.count_nonzero(c) == 0 for c in p.grad.chunk(len(groups), dim=0)[1:]), name

@@ -12,7 +12,7 @@ from .conftest import TINY, run_cli
 
 KEYS = {"epoch", "train_loss", "val_loss", "pckh", "pckh_visible", "pckh_occluded", "pckh_0_1", "pckh_head",
         "pckh_shoulder", "pckh_elbow", "pckh_wrist", "pckh_hip", "pckh_knee", "pckh_ankle", "images_per_second",
-        "epoch_seconds", "lr"}
+        "epoch_seconds", "lr", "precision"}
 
 
 def test_two_short_epochs_finite_decreasing_loss(tmp_path):
@@ -104,7 +104,7 @@ def test_train_cli_end_to_end_and_resume(tmp_path):
 
 def test_bf16_autocast_matches_fp32_on_a_short_run():
     """The bf16 path (autocast region, float() before loss and decoding) trains to the same PCKh as
-    fp32 within noise. Run on CPU autocast here; on CUDA `fit` uses the same two functions."""
+    fp32 within noise. `fit` uses the same two functions on CPU and CUDA (precision bf16 or auto)."""
     from torch.utils.data import DataLoader
 
     from pbn.data.dataset import PoseDataset, load_source

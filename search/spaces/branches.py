@@ -1,29 +1,28 @@
 """The branch study: which part grouping, how many data-driven clusters, how wide and deep the branches.
 
 Read top to bottom; every constant says why (numbers measured on 2 CPU cores, one thread per trial, with the
-small preset: 512 training and 768 validation images per epoch, ~17 s per epoch). On a GPU cluster:
-`--preset paper --max-epochs 250 --data mpii --data-root ...` (README); nothing below is CPU-specific except
-the budget, which the command line overrides.
+small preset: 512 training and 768 validation images per epoch, ~7.5 s per epoch in fp32). The paper-scale
+version for a GPU cluster is search/spaces/gpu.py.
 """
 
 METRIC = "pckh"  # validation PCKh@0.5 Mean (hrnet convention), reported every epoch
-NUM_SAMPLES = 8  # the 4 INITIAL strategies + 4 TPE proposals: the search stage is ~40% of a ~15-minute sweep
-MAX_EPOCHS = 5  # PCKh ~20 after 5 epochs (chance ~1); the confirmation stage trains 12 trials this long
-GRACE_PERIOD = 2  # the first rung: PCKh ~10 at epoch 2 (measured 10.0 for human W=64), well above chance ...
+NUM_SAMPLES = 8  # the 4 INITIAL strategies + 4 TPE proposals
+MAX_EPOCHS = 5  # PCKh ~23-26 after 5 epochs (chance ~1), where the seeds of one point scatter by sd ~0.7-1.3
+GRACE_PERIOD = 2  # the first rung at epoch 2, well above chance ...
 REDUCTION_FACTOR = 2  # ... the top half goes on to epoch 4, its top half to 5. How well the rungs predicted
-AUDIT_FRACTION = 0.25  # epoch 5, the report measures on 2 of 8 search trials that run to the end regardless
+AUDIT_FRACTION = 0.25  # epoch 5, the report measures on the 2 of 8 search trials that run to the end regardless
+SECONDS_PER_EPOCH = 7.5  # measured here: one core, fp32, small preset (benchmarks/seed_variance.py)
 
-# The confirmation race (search/verdict.py): each grouping's representative retrained with paired seeds, looks
-# at 3, 5, 8 seeds, every point compared with `shared` (the paper's claim: branches beat a plain stacked
-# hourglass head), family-wise error 0.05 over contrasts, metrics and looks.
-CONFIRM_TOP = 0  # the per-strategy representatives already include the overall best
-CONFIRM_MAX_SEEDS = 8  # the cap of a ~20-minute CPU sweep; the planner says what more seeds would decide
-MARGIN = 3.0  # PCKh points: ~15% of the PCKh ~20 this 5-epoch CPU proxy reaches (docs/statistics.md)
-LOOKS = (3, 5, 8)
-SECONDS_PER_EPOCH = 15.0  # measured here: ~12 s of training and ~3 s of validation per epoch on one core
+# The confirmation race (search/verdict.py, docs/statistics.md): each grouping's representative retrained with
+# paired seeds, every point against `shared` (the paper's claim: branches beat a plain stacked hourglass head),
+# family-wise error 0.05 over contrasts, metrics (PCKh 0.04, occluded PCKh 0.01) and looks.
+CONFIRM_TOP = 0  # the four representatives already include the overall best
+MARGIN = 3.0  # PCKh points: ~12% of the PCKh ~25 this 5-epoch CPU proxy reaches; smaller differences do not matter
+LOOKS = (3, 5, 8, 12)  # seed counts the race decides at ...
+CONFIRM_MAX_SEEDS = 12  # ... up to 12: at most 4 x 12 x 5 = 240 epochs, a ~20-minute sweep on 2 cores. The
+# measured paired sd of ~0.9-2.8 PCKh (benchmarks/seed_variance.py) decides a 3-point difference by 5-8 seeds
 
-# Settings every trial shares (flat pbn.config keys). A searched name may not appear here, and what is fixed
-# here stays fixed: `--preset paper` replaces the preset, so nothing CPU-specific is pinned below.
+# Settings every trial shares (flat pbn.config keys). A searched name may not appear here.
 FIXED = {
     "preset": "small",  # CPU-sized: 64x64 input, 64-channel trunk, 2 stacks, batch 8, Adam 2e-3 (pbn/config.py)
 }
@@ -43,12 +42,11 @@ def space(trial):
     if grouping == "mi":
         trial.suggest_int("clusters", 2, 8)  # the paper studies k around 5-6; 8 is near per-part
     if grouping == "per-part":
-        # 16 branches make the bank 16 x W channels wide: W=128 D=3 measured 160 s/epoch on one core, 17x
-        # the trunk's cost, more than a 15-minute CPU sweep can afford. On a GPU cluster, widen this.
+        # 16 branches make the bank 16 x W channels wide: beyond W=32 an epoch costs several times the trunk's
+        # on one core, more than a 20-minute CPU sweep can afford. On a GPU cluster: search/spaces/gpu.py.
         trial.suggest_int("width", 8, 32, step=8)
     else:
-        # W: the paper's example is 64 (the trunk here is 64). Above 96 an epoch costs ~1.7x that of W=64 on
-        # one core; widen on a GPU cluster.
+        # W: the paper's example is 64 (the trunk here is 64). Above 96 an epoch costs ~1.7x that of W=64.
         trial.suggest_int("width", 16, 96, step=16)
     trial.suggest_int("depth", 0, 2)  # D: residual blocks per branch; 0 = 1x1 convs only
     return None
