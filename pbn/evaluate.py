@@ -159,18 +159,24 @@ def format_table(r: dict) -> str:
             f"{read_as}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pbn.evaluate", description="Score a predictions file.",
                                 epilog=PREDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preds", required=True,
                    help=f".mat/.h5 (key {' or '.join(PRED_KEYS)}) or .npy; N x K x 2, 2 x K x N, ... (see below)")
     p.add_argument("--gt", required=True, help="MPII: gt_valid.mat-style file; LSP: joints.mat or the LSP JSON")
     p.add_argument("--visibility", help="MPII is_visible source: valid.h5 or a bearpaw JSON")
-    p.add_argument("--convention", choices=sorted(CONVENTIONS), default="hrnet")
-    p.add_argument("--dataset", choices=("mpii", "lsp"), default="mpii")
+    p.add_argument("--convention", choices=sorted(CONVENTIONS), default="hrnet",
+                   help="hrnet: hit at <=, count-weighted Mean; pytorch-pose: <, unweighted (default: hrnet)")
+    p.add_argument("--dataset", choices=("mpii", "lsp"), default="mpii",
+                   help="mpii: PCKh@0.5; lsp: PCK@0.2 of the 14 LSP joints (default: mpii)")
     p.add_argument("--zero-based", action="store_true", help="predictions are 0-based pixels (default 1-based)")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

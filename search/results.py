@@ -10,7 +10,7 @@ same name and parts are never deleted during a sweep, so a concurrent reader see
 it lists before it reads the data, and that file must not change in between.
 
 The columns are declared below (identity and bookkeeping) and in pbn/metrics.py (every metric); the
-README's column table is generated from them (`python -m search.results --markdown`).
+docs/results.md's column table is generated from them (`python -m search.results --markdown`).
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ def read_results(path: str | Path, columns: list[str] | None = None) -> pd.DataF
 
 
 def schema_markdown() -> str:
-    """The README's column table, from the declarations above and pbn/metrics.py."""
+    """docs/results.md's column table, from the declarations above and pbn/metrics.py."""
     lines = ["| column | dtype | meaning |", "|---|---|---|"]
     lines += [f"| {c.name} | {c.dtype} | {c.meaning} |" for c in COLUMNS]
     return "\n".join(lines)
@@ -312,7 +312,7 @@ def schema_markdown() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.results", description="The Parquet contract.")
-    p.add_argument("--markdown", action="store_true", help="print the column table (as in the README)")
+    p.add_argument("--markdown", action="store_true", help="print the column table (as in docs/results.md)")
     a = p.parse_args(argv)
     if a.markdown:
         print(schema_markdown())

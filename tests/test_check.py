@@ -301,8 +301,7 @@ def test_missing_root_and_missing_image_directory(tmp_path, capsys):
     root = mpii_root(tmp_path)
     shutil.rmtree(root / "mpii" / "images")
     report = check.check_data(cfg(root))
-    assert report.bad[0] == (str(root / "mpii" / "images"), "MPII image directory not found (see README, 'Data "
-                                                             "layout')")
+    assert report.bad[0] == (str(root / "mpii" / "images"), "MPII image directory not found (see docs/data.md)")
     assert len(report.bad) == 1  # both JSON files are still read, and are fine
 
 

@@ -59,6 +59,7 @@ def test_cluster_yaml_passes_ray_launcher_validation(name):
                    for t in raw["available_node_types"].values())  # autoscaling GPU workers from zero
     text = (ROOT / "cluster" / name).read_text()
     assert "PBN_STORAGE" in text
+    assert not [c for c in raw["setup_commands"] if "|| true" in c], "a failing setup step must fail the node's setup"
 
 
 def test_every_yaml_key_is_commented():

@@ -10,9 +10,9 @@ import pytest
 
 from search import analysis
 from search.report import write_report
-from search.results import SCHEMA, ResultsTable, read_results, schema_markdown
+from search.results import SCHEMA, ResultsTable, read_results
 
-from .conftest import ROOT, run_cli
+from .conftest import run_cli
 
 POINTS = {"shared": {"grouping": "shared", "width": 64, "depth": 1},
           "human": {"grouping": "human", "width": 64, "depth": 1},
@@ -165,11 +165,6 @@ def test_an_older_single_file_is_refused_clearly(tmp_path):
     (tmp_path / "old.parquet").write_bytes(b"PAR1")
     with pytest.raises(ResultsError, match="single Parquet file written by an older version"):
         ResultsTable(tmp_path / "old.parquet", "old", 4)
-
-
-def test_readme_column_table_is_the_declared_schema():
-    readme = (ROOT / "README.md").read_text()
-    assert schema_markdown() in readme, "README column table is stale: python -m search.results --markdown"
 
 
 def test_verdict_decides_a_real_effect_and_not_noise(tmp_path):

@@ -255,7 +255,7 @@ def test_malformed_space_and_unknown_resume_refused_before_ray(tmp_path):
              (text.replace('METRIC = "pckh"', 'METRIC = "val_loss"\nMODE = "max"'),
               "MODE 'max' contradicts METRIC 'val_loss'"),
              (text.replace("MARGIN = 3.0", ""), "CONFIRM_MAX_SEEDS needs MARGIN"),
-             (text.replace("LOOKS = (3, 5, 8)", "LOOKS = (5, 3)"), "looks must be strictly increasing"),
+             (text.replace("LOOKS = (3, 5, 8, 12)", "LOOKS = (5, 3)"), "looks must be strictly increasing"),
              (text + "\nFAMILY = 'vs-reference'\nREFERENCE = {'grouping': 'nope'}\n", "needs REFERENCE")]
     for source, message in cases:
         bad.write_text(source)

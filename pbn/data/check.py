@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pbn.data.check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=("mpii", "lsp"))
-    p.add_argument("--data-root", required=True, help="the directory holding mpii/ or lsp/ (README, 'Data layout')")
+    p.add_argument("--data-root", required=True, help="the directory holding mpii/ or lsp/ (docs/data.md)")
     batch = PRESETS["paper"]["batch_size"]  # real data is trained with the paper preset
     p.add_argument("--batch-size", type=int, default=batch,
                    help=f"training batch size: train needs >= this many people (default: {batch}, the paper preset's)")

@@ -559,7 +559,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
 
 
 # --------------------------------------------------------------------------------- data root
-# How a data root's splits are read (README, 'Data layout'): pbn.data.dataset.load_source trains on
+# How a data root's splits are read (docs/data.md): pbn.data.dataset.load_source trains on
 # split_records, and pbn.data.check checks exactly what it reads, blaming split_files(...)["annotations"].
 def split_files(data: str, root, split: str) -> dict[str, Path]:
     """The files split_records reads for `split` ("train" or "valid") of a data root, by role:
@@ -624,7 +624,7 @@ def mpii_split(root, split: str, problems: list[DataError] | None = None) -> lis
     files = split_files("mpii", root, split)
     read = _Reading(problems)
     if not files["images"].is_dir():
-        read.report(DataError("MPII image directory not found (see README, 'Data layout')", files["images"]))
+        read.report(DataError("MPII image directory not found (see docs/data.md)", files["images"]))
     json_path, vis_path = files["annotations"], files["visibility"]
     visibility = read(read_visibility, vis_path) if vis_path.exists() else None
     head = None

@@ -245,7 +245,7 @@ class SyntheticPoses:
 
     def __init__(self, seed: int, split: str, size: int, count: int, cache_bytes: int = 0):
         """cache_bytes: keep rendered images in memory up to this many bytes (rendering is most of a
-        training sample's cost at 64x64, measured: benchmarks/run.py, README 'Performance'; the same image
+        training sample's cost at 64x64, measured: benchmarks/run.py, docs/development.md; the same image
         is then only re-augmented each epoch)."""
         if split not in _SPLITS:
             raise ValueError(f"synthetic split must be one of {tuple(_SPLITS)}, got {split!r}")
