@@ -4,9 +4,9 @@
 and fp32 on every CPU. Why not bf16 on CPUs that compute it natively (AMX-BF16 or AVX512-BF16 on x86, the BF16
 extension on aarch64, detected below from the kernel's CPU flags): the project's own verdict did not find bf16
 training equivalent to fp32 within the declared margin of 1 PCKh point (search/spaces/precision.py: 20 paired
-seeds, bf16 - fp32 = -0.2 [-1.2, +0.8], undecided), and at the default study's size it is only ~1.1x faster on
-such a CPU (docs/development.md, "Precision"). `precision = "bf16"` opts in on any device; where bf16 is not
-native it is emulated by conversions and slower than fp32, and says so.
+seeds, bf16 - fp32 = -0.2 [-1.2, +0.8], undecided: a design the planner gives 27% power, docs/development.md,
+"Precision"), and at the default study's size it is only ~1.1x faster on such a CPU. `precision = "bf16"` opts
+in on any device; where bf16 is not native it is emulated by conversions and slower than fp32, and says so.
 """
 
 from __future__ import annotations

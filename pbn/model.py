@@ -179,7 +179,8 @@ def summary(model: StackedPBN, input_size: int) -> dict:
     }
 
 
-MODEL_KEYS = ["preset", "grouping", "clusters", "width", "depth", "stacks", "input_size", "channels", "hg_depth"]
+MODEL_KEYS = ["preset", "grouping", "clusters", "cluster_seed", "width", "depth", "stacks", "input_size", "channels",
+              "hg_depth"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     over.setdefault("preset", "paper")
     try:
         cfg = resolve(over)
-        groups = resolve_groups(cfg.grouping, cfg.clusters)
+        groups = resolve_groups(cfg.grouping, cfg.clusters, seed=cfg.cluster_seed)
     except (ConfigError, GroupingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

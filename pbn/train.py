@@ -240,7 +240,9 @@ def setup(cfg: Config, check_data: bool = True) -> Run:
 
 def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int, list[dict]]:
     """(first epoch to train, history so far) from a checkpoint file or the contents load_checkpoint read.
-    A checkpoint of another config is refused; only a larger epoch count may differ (train longer)."""
+    A checkpoint of another config is refused; only a larger epoch count may differ (train longer), and the
+    precision setting where the checkpoint trained in what the new setting resolves to (a sweep pins "auto" to
+    its first trial's resolution, so a trial started before the pin resumes under it)."""
     state = resume_from if isinstance(resume_from, dict) else None
     if resume_from is not None and state is None and Path(resume_from).exists():
         state = load_checkpoint(Path(resume_from))
@@ -248,6 +250,9 @@ def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int
         return 0, []
     now = run.cfg.to_dict()
     diff = sorted(k for k in now if state["config"].get(k) != now[k])
+    trained_in = state["history"][-1].get("precision") if state["history"] else None
+    if "precision" in diff and trained_in == run.precision:  # "auto" that resolved to what is now pinned
+        diff.remove("precision")
     if diff and diff != ["epochs"]:
         where = f"checkpoint of epoch {state['epoch']}" if state is resume_from else str(resume_from)
         raise ConfigError(f"{where}: checkpoint was written with a different config ({diff})")
@@ -255,8 +260,7 @@ def restore(run: Run, resume_from: str | os.PathLike | dict | None) -> tuple[int
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    if state["history"]:  # precision "auto" resolves per machine: say so if a resume changes it
-        warn_precision_change(state["history"][-1].get("precision"), run.precision, run.cfg.precision)
+    warn_precision_change(trained_in, run.precision, run.cfg.precision)  # "auto" resolves per machine
     return state["epoch"], list(state["history"])
 
 

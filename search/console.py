@@ -89,7 +89,8 @@ class Console:
             looks = [n for n in p.design().looks]
             second = (f"; {v['secondary']} at alpha {v['secondary_alpha']:g}" if v["secondary"] and
                       v["secondary_alpha"] else (f"; {v['secondary']} descriptive" if v["secondary"] else ""))
-            self.line(f"  confirmation race: the best point of each grouping (+ top {p.confirm_top}), {fam}, "
+            top = f" and the top {p.confirm_top}" if p.confirm_top else ""
+            self.line(f"  confirmation race: each grouping's representative{top}, {fam}, "
                       f"looks at {', '.join(map(str, looks))} paired seeds, margin {v['margin']:g} {v['primary']}, "
                       f"family-wise error {v['alpha']:g} ({v['primary']} at "
                       f"{v['alpha'] - (v['secondary_alpha'] if v['secondary'] else 0):g}{second})")
@@ -234,7 +235,8 @@ def cost_line(plan, space, resources: dict, measured: float | None) -> str:
     high = (e["search"] + e["race_max"]) * seconds * devices / 3600
     scale, per = (1, "hours") if high >= 1 else (60, "minutes")
     amount = f"{low * scale:.1f}-{high * scale:.1f}" if high > low else f"{low * scale:.1f}"
-    return f"expected cost: {epochs} x {seconds:.0f} s ({source}) x {devices:g} {unit} = {amount} {unit}-{per}"
+    return (f"expected cost: {epochs} x {seconds:.{1 if seconds < 10 else 0}f} s ({source}) x {devices:g} {unit} = "
+            f"{amount} {unit}-{per}")
 
 
 def _duration(seconds: float) -> str:

@@ -405,10 +405,13 @@ def fig_importance(plt, imps: dict[str, dict], out: Path) -> None:
 
 
 def fig_per_seed(plt, df: pd.DataFrame, info: Plan, out: Path) -> None:
-    """Each raced point's final metric per paired seed: one line per seed across the points, so a reader sees
-    how consistently one beats another (what the paired decisions rest on)."""
-    _, points, _ = analysis.race_state(df, info)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(points)), 4))
+    """Each raced point's final metric per paired seed, the reference first: one line per seed across the points,
+    so a reader sees how consistently one beats another (what the paired decisions rest on), each point labelled
+    with its decision."""
+    state, points, reference = analysis.race_state(df, info)
+    points = ([reference] if reference else []) + [p for p in points if p != reference]
+    decided = {c["a"]: c["decision"] for c in (state.contrasts if state else [])}
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(points)), 4))
     metric = info.verdict.get("primary", info.metric)
     table = analysis.confirmed(df, metric, info.max_epochs).reindex(points) if points else pd.DataFrame()
     x = np.arange(len(table))
@@ -417,7 +420,9 @@ def fig_per_seed(plt, df: pd.DataFrame, info: Plan, out: Path) -> None:
     if len(table):
         ax.plot(x, table.mean(axis=1).to_numpy(float), "s", color="k", ms=8, label="mean over seeds")
         ax.legend(fontsize=7)
-    ax.set_xticks(x, [analysis.point_label(p) for p in table.index], rotation=30, ha="right", fontsize=7)
+    labels = [analysis.point_label(p) + ("\n(reference)" if p == reference else
+                                         f"\n{decided[p]}" if p in decided else "") for p in table.index]
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set(ylabel=f"{metric} at epoch {info.max_epochs}", title="confirmation race: every paired seed (one line each)")
     fig.savefig(out / "per_seed.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

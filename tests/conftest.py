@@ -33,6 +33,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 # Sweep settings that train in seconds: tiny synthetic splits, a narrow trunk.
 TINY_SET = ["--set", "synthetic_train=32", "--set", "synthetic_val=16", "--set", "channels=32",
             "--set", "batch_size=8"]
+# The same with epochs of 1-2 s, not 0.3 s: longer than the results file's write period (about 1 s), so a test
+# waiting for a trial at a given epoch sees it before the next epoch is written.
+SLOWER_SET = ["--set", "synthetic_train=256", *TINY_SET[2:]]
 
 
 def run_cli(*args, timeout=300):

@@ -163,3 +163,15 @@ def test_auto_resumed_in_another_precision_says_so(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="trained in bf16 in fp32"):
         resumed = fit(cfg, tmp_path, resume_from=tmp_path / CHECKPOINT, tensorboard=False)
     assert [m["precision"] for m in resumed] == ["bf16", "fp32"]
+
+
+def test_auto_checkpoint_resumes_under_the_precision_it_resolved_to(tmp_path):
+    """A sweep pins "auto" to what its first trial resolved; a trial checkpointed before the pin resumes under
+    the pinned setting when that is what it trained in, and is refused under another."""
+    cfg = resolve({**TINY, "precision": "auto"})
+    first = fit(cfg.replace(epochs=1), tmp_path, tensorboard=False)[0]["precision"]
+    resumed = fit(cfg.replace(precision=first), tmp_path, resume_from=tmp_path / CHECKPOINT, tensorboard=False)
+    assert [m["precision"] for m in resumed] == [first, first]
+    other = {"fp32": "bf16", "bf16": "fp32"}[first]
+    with pytest.raises(ConfigError, match=r"different config \(\['precision'\]\)"):
+        fit(cfg.replace(precision=other), tmp_path, resume_from=tmp_path / CHECKPOINT, tensorboard=False)

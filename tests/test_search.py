@@ -16,7 +16,7 @@ import pytest
 
 from search.results import read_results
 
-from .conftest import ROOT, SAMPLES, TINY_SET, run_cli, sweep
+from .conftest import ROOT, SAMPLES, SLOWER_SET, TINY_SET, run_cli, sweep
 
 
 def study_of(tmp_path, name: str):
@@ -351,21 +351,22 @@ def test_ctrl_c_then_resume(tmp_path):
     exit 130 with the resume hint, that trial is not recorded as finished, and --resume completes it."""
     n = 4
     args = ["--name", "intr", "--num-samples", str(n), "--max-epochs", "6", "--concurrency", "2",
-            "--confirm-max-seeds", "0", *TINY_SET]
+            "--confirm-max-seeds", "0", *SLOWER_SET]
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
            "--results", str(tmp_path / "results"), *args]
     parquet = tmp_path / "results" / "intr.parquet"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    with open(tmp_path / "stderr.txt", "w") as log:  # a file, not a pipe nobody reads until the end
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     deadline, victim = time.time() + 240, None
-    while time.time() < deadline and victim is None:  # a trial that reported epoch 1 only: ASHA's first
-        if parquet.exists():  # rung is epoch 2, so nothing but the interruption can end it now
+    while time.time() < deadline and victim is None and proc.poll() is None:  # a trial that reported epoch 1
+        if parquet.exists():  # only: ASHA's first rung is epoch 2, so nothing but the interruption can end it now
             last = read_results(parquet).groupby("trial_id")["epoch"].max()
             victim = next(iter(last[last == 1].index), None)
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
-    err = proc.communicate(timeout=180)[1]
-    assert victim is not None and proc.returncode == 130, err[-3000:]
+    proc.wait(timeout=180)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert victim is not None and proc.returncode == 130, (victim, proc.returncode, err[-3000:])
     m = re.search(r"interrupted: (\d+) search-stage trials unfinished: resume with the same command plus --resume",
                   err)
     assert m, err[-3000:]
@@ -397,20 +398,21 @@ def test_sigterm_ends_a_running_sweep_within_ten_seconds_and_resumably(tmp_path)
     from optuna.trial import TrialState
 
     args = ["--name", "term", "--num-samples", "2", "--max-epochs", "6", "--concurrency", "2", "--confirm-max-seeds",
-            "0", *TINY_SET]
+            "0", *SLOWER_SET]
     cmd = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "search/spaces/branches.py"),
            "--results", str(tmp_path / "results"), *args]
     parquet = tmp_path / "results" / "term.parquet"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    with open(tmp_path / "stderr.txt", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not (parquet.exists() and (read_results(parquet).epoch == 1).any()):
             time.sleep(0.1)
         t0 = time.time()
         proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
+        proc.wait(timeout=60)
         took = time.time() - t0
+        err = (tmp_path / "stderr.txt").read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the Ray processes the driver started, if any are left
