@@ -11,6 +11,7 @@ recorded before it (so the first trial to reach a rung always goes on).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 
@@ -26,14 +27,17 @@ class Rungs:
         count = int(np.log(max_t / grace) / np.log(reduction_factor) + 1)
         self.milestones = [grace * reduction_factor**k for k in reversed(range(count))]  # highest first
         self.recorded: dict[float, dict[str, float]] = {m: {} for m in self.milestones}
+        self._sorted: dict[float, list[float]] = {m: [] for m in self.milestones}  # the same values, ascending
 
     def epochs(self) -> list[int]:
         """The epochs below max_t at which trials are judged, ascending."""
         return sorted(int(m) for m in self.milestones if m < self.max_t)
 
     def cutoff(self, milestone: float) -> float | None:
-        values = list(self.recorded[milestone].values())
-        return float(np.nanpercentile(values, (1 - 1 / self.rf) * 100)) if values else None
+        """The rung's (1 - 1/rf) quantile of the values recorded so far (None for none): numpy's default
+        ("linear") percentile, as Ray's ASHA computes it, to the last bit, from the rung's sorted values in
+        O(1), so replaying 10^6 rows is not quadratic."""
+        return percentile_sorted(self._sorted[milestone], (1 - 1 / self.rf) * 100)
 
     def judge(self, trial_id: str, epoch: int, value: float) -> str | None:
         """Record a result (`value` signed so that higher is better): "stop" or "keep" when it is the trial's
@@ -47,6 +51,7 @@ class Rungs:
                 continue
             cutoff = self.cutoff(milestone)
             recorded[trial_id] = value
+            bisect.insort(self._sorted[milestone], value)
             return "stop" if cutoff is not None and value < cutoff else "keep"
         return None
 
@@ -67,6 +72,20 @@ class Rungs:
     def sizes(self) -> list[tuple[int, int]]:
         """(rung epoch, trials recorded there), highest first."""
         return [(int(m), len(self.recorded[m])) for m in self.milestones]
+
+
+def percentile_sorted(values: list[float], q: float) -> float | None:
+    """`np.percentile(values, q)` (method "linear") of an ascending list of finite floats, bit for bit: numpy's
+    virtual index (n - 1) * q / 100 and its two-sided interpolation (from below for a fraction under 0.5, from
+    above otherwise). None for an empty list."""
+    n = len(values)
+    if not n:
+        return None
+    index = (n - 1) * (q / 100)
+    lo = math.floor(index)
+    hi = min(lo + 1, n - 1)
+    a, b, t = values[lo], values[hi], index - lo
+    return float(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
 
 
 def rung_epochs(grace: int | None, reduction_factor: float | None, max_t: int) -> list[int]:
