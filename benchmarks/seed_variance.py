@@ -1,5 +1,5 @@
 """How much a configuration's result moves with the training seed, and what the paired race then costs:
-`python benchmarks/seed_variance.py [--seeds 4] [--epochs 5] [--variant NAME=KEY:VALUE,KEY:VALUE ...]`.
+`python benchmarks/seed_variance.py [--seeds 4] [--epochs 5] [--variants NAME ...] [--json]` (NAME: a key of VARIANTS).
 
 Trains every (variant, grouping, seed) of the default study's budget with `pbn.train.fit` (one thread per run,
 two runs at a time on 2 cores) and prints, per variant: the final PCKh per grouping (mean, sd over seeds), the sd
